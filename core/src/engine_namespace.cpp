@@ -1,0 +1,326 @@
+// The namespace: lookups, listings, and making, removing and renaming mailboxes and messages.
+#include <linux/fs.h>  // RENAME_NOREPLACE, RENAME_EXCHANGE
+
+#include <cerrno>
+#include <charconv>
+
+#include "clock.hpp"
+#include "ipcfs/engine.hpp"
+#include "ipcfs/inode.hpp"
+#include "names.hpp"
+#include "objects.hpp"
+
+namespace ipcfs {
+
+using detail::Mailbox;
+using detail::Message;
+using detail::MessageState;
+
+namespace {
+
+struct FixedEntry {
+  std::string_view name;
+  uint64_t ino;
+};
+constexpr FixedEntry kTopLevel[] = {{"mailboxes", ino::kMailboxes}, {"procs", ino::kProcs}, {"pipes", ino::kPipes},
+                                    {"shm", ino::kShm},             {"sem", ino::kSem},     {"by-id", ino::kById}};
+
+struct ControlEntry {
+  std::string_view name;
+  ino::Kind kind;
+};
+constexpr ControlEntry kControlNodes[] = {{".send", ino::Kind::Send},
+                                          {".receive", ino::Kind::Receive},
+                                          {".status", ino::Kind::Status}};
+
+// Directory offsets: 1 and 2 are "." and "..", entries start at kFirstEntry + their key.
+constexpr uint64_t kFirstEntry = 3;
+
+std::optional<uint64_t> parseId(std::string_view s) {
+  uint64_t v = 0;
+  auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+  if (ec != std::errc{} || end != s.data() + s.size() || s.empty() || s.front() == '0') return std::nullopt;
+  return v;
+}
+
+}  // namespace
+
+Engine::MailboxPtr Engine::mailboxById(uint64_t id) const {
+  auto it = mailboxesById_.find(id);
+  return it == mailboxesById_.end() ? nullptr : it->second;
+}
+
+Engine::MailboxPtr Engine::mailboxByIno(uint64_t ino) const {
+  return ino::kindOf(ino) == ino::Kind::Mailbox ? mailboxById(ino::idOf(ino)) : nullptr;
+}
+
+Result<struct stat> Engine::lookup(uint64_t parent, std::string_view name) {
+  std::lock_guard lock(mutex_);
+  if (parent == ino::kRoot) {
+    for (const auto& e : kTopLevel)
+      if (e.name == name) return statOf(e.ino);
+    if (name == ".status") return statOf(ino::kRootStatus);
+    return fail(ENOENT);
+  }
+  if (parent == ino::kMailboxes) {
+    auto it = mailboxesByName_.find(name);
+    if (it == mailboxesByName_.end()) return fail(ENOENT);
+    return mailboxStat(*it->second);
+  }
+  if (parent == ino::kById) {
+    auto id = parseId(name);
+    if (!id || !mailboxById(*id)) return fail(ENOENT);
+    return statOf(ino::make(ino::Kind::IdLink, *id));
+  }
+  if (auto box = mailboxByIno(parent)) {
+    for (const auto& c : kControlNodes)
+      if (c.name == name) return statOf(ino::make(c.kind, box->id));
+    auto it = box->byName.find(std::string(name));
+    if (it == box->byName.end() || it->second->state == MessageState::InFlight) return fail(ENOENT);
+    return messageStat(*it->second);
+  }
+  auto parentStat = statOf(parent);
+  if (!parentStat) return fail(ENOENT);
+  return fail(S_ISDIR(parentStat->st_mode) ? ENOENT : ENOTDIR);
+}
+
+Result<struct stat> Engine::getattr(uint64_t ino) {
+  std::lock_guard lock(mutex_);
+  return statOf(ino);
+}
+
+Result<struct stat> Engine::setattr(uint64_t ino, const AttrChange& change) {
+  std::lock_guard lock(mutex_);
+  const timespec t = now();
+  auto applyOwnerModeTimes = [&](mode_t& mode, uid_t& uid, gid_t& gid, timespec& atime, timespec& mtime,
+                                 timespec& ctime) {
+    if (change.mode) mode = *change.mode & 07777;
+    if (change.uid) uid = *change.uid;
+    if (change.gid) gid = *change.gid;
+    if (change.atime) atime = *change.atime;
+    if (change.mtime) mtime = *change.mtime;
+    ctime = t;
+  };
+  switch (ino::kindOf(ino)) {
+    case ino::Kind::Mailbox: {
+      auto box = mailboxById(ino::idOf(ino));
+      if (!box) return fail(ENOENT);
+      if (change.size) return fail(EISDIR);
+      applyOwnerModeTimes(box->mode, box->uid, box->gid, box->atime, box->mtime, box->ctime);
+      return mailboxStat(*box);
+    }
+    case ino::Kind::Message: {
+      auto it = messages_.find(ino::idOf(ino));
+      if (it == messages_.end()) return fail(ENOENT);
+      Message& msg = *it->second;
+      if (change.size) {
+        // Queued contents are immutable; a drop-in being written may be truncated by its writer.
+        if (msg.state != MessageState::Composing) return fail(EACCES);
+        const auto newSize = static_cast<uint64_t>(*change.size);
+        const uint64_t oldSize = msg.payload->size();
+        if (newSize > oldSize) {
+          if (auto r = reserveBytes(newSize - oldSize); !r) return fail(r.error());
+        } else {
+          releaseBytes(oldSize - newSize);
+        }
+        msg.payload->resize(newSize);
+      }
+      applyOwnerModeTimes(msg.mode, msg.uid_, msg.gid, msg.atime, msg.mtime, msg.ctime);
+      return messageStat(msg);
+    }
+    case ino::Kind::Fixed:
+    case ino::Kind::Send:
+    case ino::Kind::Receive:
+    case ino::Kind::Status: {
+      // `> .send` truncates and `touch .send` sets times: harmless, accepted and ignored.
+      // Modes and owners of these nodes follow their mailbox (or are fixed).
+      if (change.mode || change.uid || change.gid) return fail(EPERM);
+      return statOf(ino);
+    }
+    default:
+      return fail(EPERM);
+  }
+}
+
+Result<std::string> Engine::readlink(uint64_t ino) {
+  std::lock_guard lock(mutex_);
+  if (ino::kindOf(ino) != ino::Kind::IdLink) return fail(EINVAL);
+  auto box = mailboxById(ino::idOf(ino));
+  if (!box) return fail(ENOENT);
+  return "../mailboxes/" + box->name;
+}
+
+Status Engine::readdir(uint64_t ino, uint64_t offset, const std::function<bool(const DirEntry&)>& add) {
+  std::lock_guard lock(mutex_);
+  auto self = statOf(ino);
+  if (!self) return fail(self.error());
+  if (!S_ISDIR(self->st_mode)) return fail(ENOTDIR);
+
+  if (offset < 1 && !add({".", *self, 1})) return {};
+  if (offset < 2) {
+    struct stat parent = ino == ino::kRoot ? *self : fixedDirStat(ino::kRoot);
+    if (!add({"..", parent, 2})) return {};
+  }
+  const uint64_t from = offset < kFirstEntry ? 0 : offset - kFirstEntry + 1;  // first key still to list
+
+  if (ino == ino::kRoot) {
+    for (uint64_t i = from; i < std::size(kTopLevel); ++i)
+      if (!add({kTopLevel[i].name, fixedDirStat(kTopLevel[i].ino), kFirstEntry + i})) return {};
+    return {};
+  }
+  if (ino == ino::kMailboxes || ino == ino::kById) {
+    for (auto it = mailboxesById_.lower_bound(from); it != mailboxesById_.end(); ++it) {
+      const Mailbox& box = *it->second;
+      const uint64_t next = kFirstEntry + box.id;
+      if (ino == ino::kMailboxes) {
+        if (!add({box.name, mailboxStat(box), next})) return {};
+      } else {
+        const std::string idName = std::to_string(box.id);
+        auto st = statOf(ino::make(ino::Kind::IdLink, box.id));
+        if (!add({idName, *st, next})) return {};
+      }
+    }
+    return {};
+  }
+  if (auto box = mailboxByIno(ino)) {
+    for (auto it = box->listed.lower_bound(from); it != box->listed.end(); ++it)
+      if (!add({it->second->name, messageStat(*it->second), kFirstEntry + it->first})) return {};
+  }
+  return {};  // procs/, pipes/, shm/, sem/: empty until their kinds exist
+}
+
+Result<struct stat> Engine::mkdir(uint64_t parent, std::string_view name, mode_t mode, const Caller& who) {
+  std::lock_guard lock(mutex_);
+  if (parent != ino::kMailboxes) return fail(statOf(parent) ? EPERM : ENOENT);
+  if (auto ok = validateName(name); !ok) return fail(ok.error());
+  if (mailboxesByName_.contains(name)) return fail(EEXIST);
+  auto box = std::make_shared<Mailbox>();
+  box->id = nextMailboxId_++;
+  box->name = std::string(name);
+  box->mode = mode & 07777;
+  box->uid = who.uid;
+  box->gid = who.gid;
+  box->atime = box->mtime = box->ctime = now();
+  box->maxMsgSize = limits_.defaultMaxMsgSize;
+  mailboxesById_.emplace(box->id, box);
+  mailboxesByName_.emplace(box->name, box);
+  return mailboxStat(*box);
+}
+
+Status Engine::rmdir(uint64_t parent, std::string_view name) {
+  After after;
+  {
+    std::lock_guard lock(mutex_);
+    // The kernel has already refused rmdir of non-directories (ENOTDIR); the only
+    // removable directories are mailboxes.
+    if (parent != ino::kMailboxes) return fail(EPERM);
+    auto it = mailboxesByName_.find(name);
+    if (it == mailboxesByName_.end()) return fail(ENOENT);
+    MailboxPtr box = it->second;
+    // Queued, in-flight and half-written messages all keep the mailbox: nothing is lost.
+    if (!box->byName.empty()) return fail(ENOTEMPTY);
+    destroyMailbox(box, after);
+  }
+  run(after);
+  return {};
+}
+
+// REQUIRES: mutex_ held; the mailbox holds no message.
+void Engine::destroyMailbox(const MailboxPtr& box, After& after) {
+  box->removed = true;
+  // Blocked receivers would wait forever: they get EIDRM, as msgrcv(2) does.
+  for (auto& w : box->receivers) {
+    waiterHomes_.erase(w.id);
+    if (auto* h = handle(w.fh)) h->parked.reset();
+    --receiversWaiting_;
+    after.push_back([done = std::move(w.done)] { done(fail(EIDRM)); });
+  }
+  box->receivers.clear();
+  wakePollers(*box, after);
+  mailboxesByName_.erase(box->name);
+  mailboxesById_.erase(box->id);
+}
+
+Status Engine::unlink(uint64_t parent, std::string_view name) {
+  std::lock_guard lock(mutex_);
+  auto box = mailboxByIno(parent);
+  if (!box) {
+    if (parent == ino::kMailboxes) return fail(mailboxesByName_.contains(name) ? EISDIR : ENOENT);
+    if (parent == ino::kRoot) return fail(EPERM);
+    if (!statOf(parent)) return fail(ENOENT);
+    return fail(ENOENT);
+  }
+  for (const auto& c : kControlNodes)
+    if (c.name == name) return fail(EPERM);
+  auto it = box->byName.find(std::string(name));
+  if (it == box->byName.end() || it->second->state == MessageState::InFlight) return fail(ENOENT);
+  MessagePtr msg = it->second;
+  if (msg->state == MessageState::Queued) {
+    unqueue(*box, msg);
+    releaseBytes(msg->payload->size());
+  } else {
+    // A drop-in still being written: its writer's further writes go nowhere.
+    box->byName.erase(it);
+    messages_.erase(msg->uid);
+    for (auto& [fh, h] : handles_)
+      if (h->dropIn == msg) h->discarded = true;
+  }
+  ++discarded_;
+  box->mtime = box->ctime = now();
+  return {};
+}
+
+Status Engine::rename(uint64_t parent, std::string_view name, uint64_t newParent, std::string_view newName,
+                      unsigned flags) {
+  if (flags & ~static_cast<unsigned>(RENAME_NOREPLACE)) return fail(EINVAL);
+  After after;
+  {
+    std::lock_guard lock(mutex_);
+    if (auto ok = validateName(newName); !ok) return fail(ok.error());
+
+    if (parent == ino::kMailboxes && newParent == ino::kMailboxes) {
+      auto it = mailboxesByName_.find(name);
+      if (it == mailboxesByName_.end()) return fail(ENOENT);
+      if (name == newName) return {};
+      // Never replace a mailbox: its id, messages and waiters would silently vanish.
+      if (mailboxesByName_.contains(newName)) return fail(EEXIST);
+      MailboxPtr box = it->second;
+      mailboxesByName_.erase(it);
+      box->name = std::string(newName);
+      box->ctime = now();
+      mailboxesByName_.emplace(box->name, box);
+      return {};
+    }
+
+    auto from = mailboxByIno(parent);
+    auto to = mailboxByIno(newParent);
+    if (!from || !to) return fail(EPERM);
+    for (const auto& c : kControlNodes)
+      if (c.name == name) return fail(EPERM);
+    auto it = from->byName.find(std::string(name));
+    if (it == from->byName.end() || it->second->state == MessageState::InFlight) return fail(ENOENT);
+    MessagePtr msg = it->second;
+    if (msg->state == MessageState::Composing) return fail(EBUSY);
+    if (from == to && name == newName) return {};
+    if (to->byName.contains(std::string(newName))) return fail(EEXIST);
+
+    if (from == to) {
+      from->byName.erase(it);
+      msg->name = std::string(newName);
+      from->byName.emplace(msg->name, msg);
+    } else {
+      // Forward: leave the source queue, join the tail of the target's, same message.
+      unqueue(*from, msg);
+      msg->name = std::string(newName);
+      enqueueTail(*to, msg, after);
+      messages_.emplace(msg->uid, msg);
+      dispatch(*to, after);
+      to->mtime = to->ctime = now();
+    }
+    msg->ctime = from->mtime = from->ctime = now();
+  }
+  run(after);
+  return {};
+}
+
+}  // namespace ipcfs

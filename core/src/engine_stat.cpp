@@ -1,0 +1,143 @@
+// Attributes of every node kind and the `.status` texts.
+#include <cerrno>
+#include <fmt/format.h>
+
+#include "clock.hpp"
+#include "ipcfs/engine.hpp"
+#include "ipcfs/inode.hpp"
+#include "objects.hpp"
+
+namespace ipcfs {
+
+using detail::Mailbox;
+using detail::Message;
+using detail::MessageState;
+
+namespace {
+
+struct stat baseStat(uint64_t ino, mode_t mode, uid_t uid, gid_t gid) {
+  struct stat st{};
+  st.st_ino = ino;
+  st.st_mode = mode;
+  st.st_nlink = S_ISDIR(mode) ? 2 : 1;
+  st.st_uid = uid;
+  st.st_gid = gid;
+  st.st_blksize = 4096;
+  return st;
+}
+
+void setTimes(struct stat& st, const timespec& a, const timespec& m, const timespec& c) {
+  st.st_atim = a;
+  st.st_mtim = m;
+  st.st_ctim = c;
+}
+
+const timespec kStartTime = now();
+
+}  // namespace
+
+struct stat Engine::fixedDirStat(uint64_t ino) const {
+  mode_t mode = ino == ino::kRoot ? (S_IFDIR | 0755) : (S_IFDIR | 01777);
+  struct stat st = baseStat(ino, mode, limits_.ownerUid, limits_.ownerGid);
+  setTimes(st, kStartTime, kStartTime, kStartTime);
+  if (ino == ino::kRoot) st.st_nlink = 2 + 6;
+  return st;
+}
+
+struct stat Engine::mailboxStat(const Mailbox& box) const {
+  struct stat st = baseStat(ino::make(ino::Kind::Mailbox, box.id), S_IFDIR | box.mode, box.uid, box.gid);
+  setTimes(st, box.atime, box.mtime, box.ctime);
+  return st;
+}
+
+struct stat Engine::messageStat(const Message& msg) const {
+  struct stat st = baseStat(ino::make(ino::Kind::Message, msg.uid), S_IFREG | msg.mode, msg.uid_, msg.gid);
+  st.st_size = static_cast<off_t>(msg.payload->size());
+  st.st_blocks = (st.st_size + 511) / 512;
+  setTimes(st, msg.atime, msg.mtime, msg.ctime);
+  return st;
+}
+
+// REQUIRES: mutex_ held.
+Result<struct stat> Engine::statOf(uint64_t ino) const {
+  using ino::Kind;
+  const uint64_t id = ino::idOf(ino);
+  switch (ino::kindOf(ino)) {
+    case Kind::Fixed:
+      if (ino >= ino::kRoot && ino <= ino::kById) return fixedDirStat(ino);
+      if (ino == ino::kRootStatus) {
+        struct stat st = baseStat(ino, S_IFREG | 0444, limits_.ownerUid, limits_.ownerGid);
+        st.st_size = static_cast<off_t>(renderRootStatus().size());
+        const timespec t = now();
+        setTimes(st, t, t, t);
+        return st;
+      }
+      return fail(ENOENT);
+    case Kind::Mailbox: {
+      auto box = mailboxById(id);
+      if (!box) return fail(ENOENT);
+      return mailboxStat(*box);
+    }
+    case Kind::Send:
+    case Kind::Receive:
+    case Kind::Status: {
+      auto box = mailboxById(id);
+      if (!box) return fail(ENOENT);
+      const mode_t m = box->mode;
+      mode_t mode = 0;
+      off_t size = 0;
+      if (ino::kindOf(ino) == Kind::Send) {
+        // Sending needs write permission on the mailbox; O_RDWR (receipts) reads too.
+        mode = (m & 0222) | ((m & 0222) << 1);
+      } else if (ino::kindOf(ino) == Kind::Receive) {
+        mode = m & 0444;  // size 0: reading takes, so content sniffers must not read
+      } else {
+        mode = m & 0444;
+        size = static_cast<off_t>(renderMailboxStatus(*box).size());
+      }
+      struct stat st = baseStat(ino, S_IFREG | mode, box->uid, box->gid);
+      st.st_size = size;
+      setTimes(st, box->atime, box->mtime, box->ctime);
+      return st;
+    }
+    case Kind::Message: {
+      auto it = messages_.find(id);
+      if (it == messages_.end()) return fail(ENOENT);
+      return messageStat(*it->second);
+    }
+    case Kind::IdLink: {
+      auto box = mailboxById(id);
+      if (!box) return fail(ENOENT);
+      struct stat st = baseStat(ino, S_IFLNK | 0777, limits_.ownerUid, limits_.ownerGid);
+      st.st_size = static_cast<off_t>(std::string_view("../mailboxes/").size() + box->name.size());
+      setTimes(st, box->ctime, box->ctime, box->ctime);
+      return st;
+    }
+    default:
+      return fail(ENOENT);
+  }
+}
+
+std::string Engine::renderMailboxStatus(const Mailbox& box) const {
+  return fmt::format(
+      "id: {}\nname: {}\nmessages: {}\nbytes: {}\ncapacity: unlimited\npolicy: any\nmax_msg_size: {}\n"
+      "receivers_waiting: {}\nsenders_waiting: 0\nsent: {}\nreceived: {}\nredelivered: {}\n",
+      box.id, box.name, box.queue.size(), box.queuedBytes, box.maxMsgSize, box.receivers.size(), box.sent,
+      box.received, box.redelivered);
+}
+
+std::string Engine::renderRootStatus() const {
+  const std::string maxBytes = limits_.maxBytes == kUnlimited ? "unlimited" : std::to_string(limits_.maxBytes);
+  return fmt::format(
+      "mailboxes: {}\nmessages: {}\nbytes: {}\nreceivers_waiting: {}\nsenders_waiting: 0\npipes: 0\n"
+      "shm_segments: 0\nsemaphores: 0\ndiscarded: {}\nbytes_held: {}\nmax_bytes: {}\nopen_files: {}\n",
+      mailboxesById_.size(), queuedMessages_, queuedBytes_, receiversWaiting_, discarded_, bytesUsed_, maxBytes,
+      handles_.size());
+}
+
+std::string Engine::rootStatus() {
+  std::lock_guard lock(mutex_);
+  return renderRootStatus();
+}
+
+}  // namespace ipcfs

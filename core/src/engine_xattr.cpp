@@ -1,0 +1,93 @@
+// user.ipc.* extended attributes: settings of mailboxes, facts about messages.
+#include <cerrno>
+#include <string>
+
+#include "decimal.hpp"
+#include "ipcfs/engine.hpp"
+#include "ipcfs/inode.hpp"
+#include "objects.hpp"
+
+namespace ipcfs {
+
+namespace {
+
+constexpr std::string_view kMailboxAttrs[] = {"user.ipc.id", "user.ipc.max_msg_size"};
+constexpr std::string_view kMessageAttrs[] = {"user.ipc.seq", "user.ipc.sender_pid", "user.ipc.redeliveries"};
+
+template <size_t N>
+bool contains(const std::string_view (&names)[N], std::string_view name) {
+  for (auto n : names)
+    if (n == name) return true;
+  return false;
+}
+
+template <size_t N>
+std::string joinNul(const std::string_view (&names)[N]) {
+  std::string out;
+  for (auto n : names) {
+    out.append(n);
+    out.push_back('\0');
+  }
+  return out;
+}
+
+}  // namespace
+
+Result<std::string> Engine::getxattr(uint64_t ino, std::string_view name) {
+  std::lock_guard lock(mutex_);
+  if (auto box = mailboxByIno(ino)) {
+    if (name == "user.ipc.id") return std::to_string(box->id);
+    if (name == "user.ipc.max_msg_size") return std::to_string(box->maxMsgSize);
+    return fail(ENODATA);
+  }
+  if (ino::kindOf(ino) == ino::Kind::Message) {
+    auto it = messages_.find(ino::idOf(ino));
+    if (it == messages_.end()) return fail(ENOENT);
+    const detail::Message& msg = *it->second;
+    if (name == "user.ipc.seq") return std::to_string(msg.seq);
+    if (name == "user.ipc.sender_pid") return std::to_string(msg.senderPid);
+    if (name == "user.ipc.redeliveries") return std::to_string(msg.redeliveries);
+    return fail(ENODATA);
+  }
+  if (!statOf(ino)) return fail(ENOENT);
+  return fail(ENODATA);
+}
+
+Result<std::string> Engine::listxattr(uint64_t ino) {
+  std::lock_guard lock(mutex_);
+  if (mailboxByIno(ino)) return joinNul(kMailboxAttrs);
+  if (ino::kindOf(ino) == ino::Kind::Message) {
+    if (!messages_.contains(ino::idOf(ino))) return fail(ENOENT);
+    return joinNul(kMessageAttrs);
+  }
+  if (!statOf(ino)) return fail(ENOENT);
+  return std::string{};
+}
+
+Status Engine::setxattr(uint64_t ino, std::string_view name, std::string_view value) {
+  std::lock_guard lock(mutex_);
+  if (auto box = mailboxByIno(ino)) {
+    if (name == "user.ipc.max_msg_size") {
+      auto v = parseDecimal(value);
+      if (!v || *v > kMaxMaxMsgSize) return fail(EINVAL);
+      box->maxMsgSize = *v;
+      return {};
+    }
+    return fail(contains(kMailboxAttrs, name) ? EPERM : ENOTSUP);
+  }
+  if (ino::kindOf(ino) == ino::Kind::Message) {
+    if (!messages_.contains(ino::idOf(ino))) return fail(ENOENT);
+    return fail(contains(kMessageAttrs, name) ? EPERM : ENOTSUP);
+  }
+  if (!statOf(ino)) return fail(ENOENT);
+  return fail(ENOTSUP);
+}
+
+Status Engine::removexattr(uint64_t ino, std::string_view name) {
+  std::lock_guard lock(mutex_);
+  const bool known = (mailboxByIno(ino) && contains(kMailboxAttrs, name)) ||
+                     (ino::kindOf(ino) == ino::Kind::Message && contains(kMessageAttrs, name));
+  return fail(known ? EPERM : ENODATA);
+}
+
+}  // namespace ipcfs

@@ -1,0 +1,94 @@
+// The engine's objects. Plain data: every invariant is kept by Engine under its mutex.
+#pragma once
+
+#include <sys/types.h>
+#include <time.h>
+
+#include <cstdint>
+#include <list>
+#include <map>
+#include <memory>
+#include <string>
+#include <unordered_map>
+
+#include "ipcfs/engine.hpp"
+
+namespace ipcfs::detail {
+
+enum class MessageState {
+  Composing,  // a drop-in file being written: resolves by name, not listed, not receivable
+  Queued,     // listed, receivable, peekable
+  InFlight,   // taken by a receiver that has not read its last byte yet
+};
+
+struct Message {
+  uint64_t uid = 0;  // global, never reused: the inode number's id
+  uint64_t seq = 0;  // per mailbox, assigned at delivery
+  std::string name;
+  std::shared_ptr<std::string> payload = std::make_shared<std::string>();  // immutable once queued
+  MessageState state = MessageState::Composing;
+  pid_t senderPid = 0;
+  uid_t uid_ = 0;
+  gid_t gid = 0;
+  mode_t mode = 0444;
+  timespec atime{}, mtime{}, ctime{};
+  uint32_t redeliveries = 0;
+  int64_t order = 0;  // key in Mailbox::queue while Queued
+};
+
+struct Waiter {
+  WaiterId id = 0;
+  uint64_t fh = 0;
+  size_t size = 0;
+  ReadCompletion done;
+};
+
+struct Mailbox {
+  uint64_t id = 0;
+  std::string name;
+  mode_t mode = 0755;
+  uid_t uid = 0;
+  gid_t gid = 0;
+  timespec atime{}, mtime{}, ctime{};
+  uint64_t maxMsgSize = kDefaultMaxMsgSize;
+  uint64_t nextSeq = 1;
+  bool removed = false;
+
+  std::map<int64_t, std::shared_ptr<Message>> queue;  // receive order; head = begin()
+  int64_t headKey = 0, tailKey = 0;
+  std::map<uint64_t, std::shared_ptr<Message>> listed;  // by uid: stable readdir paging
+  std::unordered_map<std::string, std::shared_ptr<Message>> byName;  // every state
+  uint64_t queuedBytes = 0;
+  std::list<Waiter> receivers;  // longest-waiting first
+  std::map<uint64_t, PollNotify> pollers;  // by handle
+
+  uint64_t sent = 0, received = 0, redelivered = 0;
+};
+
+enum class HandleKind { Sender, DropIn, Receiver, Snapshot };
+
+// One open file.
+struct Handle {
+  HandleKind kind{};
+  std::shared_ptr<Mailbox> box;  // keeps a removed mailbox alive for its open files
+  // Sender: the message being composed since the last delivery.
+  std::string draft;
+  bool composing = false;
+  pid_t writerPid = 0;
+  uid_t writerUid = 0;
+  gid_t writerGid = 0;
+  // DropIn: the named message being written.
+  std::shared_ptr<Message> dropIn;
+  bool written = false;
+  bool delivered = false;
+  bool discarded = false;
+  // Receiver.
+  std::shared_ptr<Message> current;  // taken, not read to the end
+  size_t offset = 0;
+  bool atEnd = false;  // the last byte was read; the next read returns 0
+  std::optional<WaiterId> parked;
+  // Snapshot: fixed bytes served by offset (message peeks, .status).
+  std::shared_ptr<const std::string> snapshot;
+};
+
+}  // namespace ipcfs::detail

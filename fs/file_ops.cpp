@@ -1,0 +1,101 @@
+// Open files: open/create, read (receive, peek), write (send), flush, fsync, release, poll.
+#include <fcntl.h>
+#include <poll.h>
+
+#include "caller.hpp"
+#include "file_ops.hpp"
+#include "parked_read.hpp"
+#include "reply.hpp"
+
+namespace ipcfs::fs {
+
+namespace {
+
+void applyOpened(fuse_file_info* fi, const Opened& o) {
+  fi->fh = o.fh;
+  fi->direct_io = o.directIo;
+  fi->keep_cache = o.keepCache;
+  fi->nonseekable = o.nonseekable;
+}
+
+// Owns a poll handle; destroying the notification that holds it frees it.
+struct PollHandle {
+  explicit PollHandle(fuse_pollhandle* h) : ph(h) {}
+  ~PollHandle() { fuse_pollhandle_destroy(ph); }
+  PollHandle(const PollHandle&) = delete;
+  PollHandle& operator=(const PollHandle&) = delete;
+  fuse_pollhandle* ph;
+};
+
+}  // namespace
+
+void opOpen(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) noexcept {
+  guarded(req, "open", [&] {
+    auto r = fsOf(req).engine.open(ino, fi->flags, callerOf(req));
+    if (!r) return replyError(req, r.error());
+    applyOpened(fi, *r);
+    if (fuse_reply_open(req, fi) == -ENOENT) fsOf(req).engine.release(r->fh);  // opener was interrupted
+  });
+}
+
+void opCreate(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, fuse_file_info* fi) noexcept {
+  guarded(req, "create", [&] {
+    auto r = fsOf(req).engine.create(parent, name, mode, fi->flags, callerOf(req, true));
+    if (!r) return replyError(req, r.error());
+    auto& [st, opened] = *r;
+    applyOpened(fi, opened);
+    fuse_entry_param e{};
+    e.ino = st.st_ino;
+    e.attr = st;
+    e.attr_timeout = kAttrTimeout;
+    e.entry_timeout = kEntryTimeout;
+    if (fuse_reply_create(req, &e, fi) == -ENOENT) fsOf(req).engine.release(opened.fh);
+  });
+}
+
+void opRead(fuse_req_t req, fuse_ino_t, size_t size, off_t off, fuse_file_info* fi) noexcept {
+  guarded(req, "read", [&] {
+    auto parked = std::make_shared<ParkedRead>(req);
+    auto waiter = fsOf(req).engine.read(fi->fh, size, off, (fi->flags & O_NONBLOCK) != 0,
+                                        ParkedRead::completionFor(parked));
+    parked->arm(waiter);
+  });
+}
+
+void opWrite(fuse_req_t req, fuse_ino_t, const char* buf, size_t size, off_t off, fuse_file_info* fi) noexcept {
+  guarded(req, "write", [&] {
+    auto r = fsOf(req).engine.write(fi->fh, std::string_view(buf, size), off, callerOf(req, true));
+    if (!r) return replyError(req, r.error());
+    fuse_reply_write(req, *r);
+  });
+}
+
+void opFlush(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) noexcept {
+  guarded(req, "flush", [&] { replyStatus(req, fsOf(req).engine.flush(fi->fh)); });
+}
+
+void opFsync(fuse_req_t req, fuse_ino_t, int, fuse_file_info* fi) noexcept {
+  guarded(req, "fsync", [&] { replyStatus(req, fsOf(req).engine.fsync(fi->fh)); });
+}
+
+void opRelease(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) noexcept {
+  guarded(req, "release", [&] {
+    fsOf(req).engine.release(fi->fh);
+    fuse_reply_err(req, 0);
+  });
+}
+
+void opPoll(fuse_req_t req, fuse_ino_t, fuse_file_info* fi, fuse_pollhandle* ph) noexcept {
+  guarded(req, "poll", [&] {
+    std::shared_ptr<PollHandle> handle = ph ? std::make_shared<PollHandle>(ph) : nullptr;
+    PollNotify notify;
+    if (handle) notify = [handle] { fuse_lowlevel_notify_poll(handle->ph); };
+    auto r = fsOf(req).engine.poll(fi->fh, std::move(notify));
+    if (!r) return replyError(req, r.error());
+    unsigned events = POLLOUT | POLLWRNORM;
+    if (*r) events |= POLLIN | POLLRDNORM;
+    fuse_reply_poll(req, events);
+  });
+}
+
+}  // namespace ipcfs::fs

@@ -1,0 +1,109 @@
+// ipcfs daemon: parse options, mount, go to the background, serve until unmounted or
+// signalled, then answer every parked request and unmount cleanly.
+#include <spdlog/spdlog.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <csignal>
+#include <cstdio>
+#include <cstdlib>
+#include <memory>
+
+#include "context.hpp"
+#include "logging.hpp"
+#include "options.hpp"
+
+#ifndef IPCFS_VERSION
+#define IPCFS_VERSION "0.0.0"
+#endif
+
+namespace {
+
+int fail(const std::string& message) {
+  std::fprintf(stderr, "ipcfs: %s\n", message.c_str());
+  return 2;
+}
+
+struct ArgsOwner {
+  fuse_args args = FUSE_ARGS_INIT(0, nullptr);
+  ~ArgsOwner() { fuse_opt_free_args(&args); }
+};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  using namespace ipcfs::fs;
+  auto parsed = parseDaemonOptions(argc, argv);
+  if (!parsed) return fail(parsed.error());
+  DaemonOptions& opts = *parsed;
+  if (opts.help) {
+    std::fputs(kUsage, stdout);
+    return 0;
+  }
+  if (opts.version) {
+    std::printf("ipcfs %s (libfuse %s)\n", IPCFS_VERSION, fuse_pkgversion());
+    return 0;
+  }
+
+  ArgsOwner owner;
+  for (const auto& a : opts.fuseArgs) fuse_opt_add_arg(&owner.args, a.c_str());
+  // Mounted by root, ipcfs serves every user, with the kernel checking modes (like /dev/shm).
+  if (geteuid() == 0) {
+    fuse_opt_add_arg(&owner.args, "-o");
+    fuse_opt_add_arg(&owner.args, "allow_other,default_permissions");
+  }
+  fuse_cmdline_opts cmd{};
+  if (fuse_parse_cmdline(&owner.args, &cmd) != 0) return fail("bad command line (try --help)");
+  std::unique_ptr<char, decltype(&std::free)> mountpoint(cmd.mountpoint, &std::free);
+  if (!mountpoint) return fail("no mountpoint given (try --help)");
+
+  opts.limits.ownerUid = getuid();
+  opts.limits.ownerGid = getgid();
+  auto filesystem = std::make_unique<Filesystem>(opts.limits);
+  const fuse_lowlevel_ops ops = makeOperations();
+  fuse_session* se = fuse_session_new(&owner.args, &ops, sizeof ops, filesystem.get());
+  if (!se) return 2;  // libfuse has printed the offending option
+  if (fuse_set_signal_handlers(se) != 0) {
+    fuse_session_destroy(se);
+    return fail("cannot install signal handlers");
+  }
+  if (fuse_session_mount(se, mountpoint.get()) != 0) {
+    fuse_remove_signal_handlers(se);
+    fuse_session_destroy(se);
+    return 1;  // libfuse has printed why
+  }
+  const bool foreground = cmd.foreground || cmd.debug;
+  if (fuse_daemonize(foreground) != 0) {
+    fuse_session_unmount(se);
+    fuse_remove_signal_handlers(se);
+    fuse_session_destroy(se);
+    return 1;
+  }
+  setupLogging(foreground, opts.logLevel);
+  filesystem->log = spdlog::get("fs");
+  spdlog::info("mounted on {} (pid {})", mountpoint.get(), getpid());
+
+  int ret = 0;
+  if (cmd.singlethread) {
+    ret = fuse_session_loop(se);
+  } else {
+    fuse_loop_config* cfg = fuse_loop_cfg_create();
+    fuse_loop_cfg_set_clone_fd(cfg, static_cast<unsigned>(cmd.clone_fd));
+    if (cmd.max_idle_threads <= 100000) fuse_loop_cfg_set_idle_threads(cfg, cmd.max_idle_threads);
+    // libfuse reports "not given" as UINT_MAX; keep its own defaults then.
+    if (cmd.max_threads > 0 && cmd.max_threads <= 100000) fuse_loop_cfg_set_max_threads(cfg, cmd.max_threads);
+    ret = fuse_session_loop_mt(se, cfg);
+    fuse_loop_cfg_destroy(cfg);
+  }
+  // A signal or an unmount is a clean end; anything else is an error.
+  const bool clean = ret == 0 || ret == SIGTERM || ret == SIGINT || ret == SIGHUP || ret == -ENODEV;
+  if (!clean) spdlog::error("session ended with error {}", ret);
+
+  filesystem->engine.shutdown();  // answers parked reads before the channel goes away
+  fuse_session_unmount(se);
+  fuse_remove_signal_handlers(se);
+  fuse_session_destroy(se);
+  spdlog::info("unmounted");
+  spdlog::shutdown();
+  return clean ? 0 : 1;
+}

@@ -1,0 +1,124 @@
+#include "options.hpp"
+
+#include <charconv>
+#include <optional>
+
+namespace ipcfs::fs {
+
+const char* const kUsage =
+    "usage: ipcfs [options] MOUNTPOINT\n"
+    "\n"
+    "Mounts the IPC objects of this machine as files: mailboxes/, procs/, pipes/, shm/, sem/.\n"
+    "Goes to the background once the mount is ready.\n"
+    "\n"
+    "options:\n"
+    "  -f                     stay in the foreground (logs to stderr)\n"
+    "  -d                     foreground with FUSE request debugging\n"
+    "  -s                     single-threaded\n"
+    "  -o OPT[,OPT...]        mount options:\n"
+    "       max_bytes=N           bound on all message bytes held (K, M, G, T suffixes); past it, ENOSPC\n"
+    "       max_msg_size=N        default user.ipc.max_msg_size of new mailboxes (default 1M)\n"
+    "       allow_other, default_permissions, auto_unmount, ... (FUSE options; as root,\n"
+    "       allow_other,default_permissions are on by default)\n"
+    "  --log-level LEVEL      trace, debug, info, warn, error, off (default info)\n"
+    "  -h, --help             this text\n"
+    "  -V, --version          version\n";
+
+std::expected<uint64_t, std::string> parseSize(std::string_view text) {
+  uint64_t value = 0;
+  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+  if (ec != std::errc{} || end == text.data()) return std::unexpected("not a size: '" + std::string(text) + "'");
+  std::string_view suffix(end, static_cast<size_t>(text.data() + text.size() - end));
+  unsigned shift = 0;
+  if (suffix == "K" || suffix == "k") shift = 10;
+  else if (suffix == "M") shift = 20;
+  else if (suffix == "G") shift = 30;
+  else if (suffix == "T") shift = 40;
+  else if (!suffix.empty()) return std::unexpected("not a size: '" + std::string(text) + "'");
+  if (shift && value > (UINT64_MAX >> shift)) return std::unexpected("size too large: '" + std::string(text) + "'");
+  return value << shift;
+}
+
+namespace {
+
+std::optional<spdlog::level::level_enum> parseLevel(std::string_view s) {
+  if (s == "trace") return spdlog::level::trace;
+  if (s == "debug") return spdlog::level::debug;
+  if (s == "info") return spdlog::level::info;
+  if (s == "warn") return spdlog::level::warn;
+  if (s == "error") return spdlog::level::err;
+  if (s == "off") return spdlog::level::off;
+  return std::nullopt;
+}
+
+// Takes ipcfs's own keys out of one -o list; returns what is left for FUSE.
+std::expected<std::string, std::string> takeOwnMountOptions(std::string_view list, DaemonOptions& out) {
+  std::string rest;
+  while (!list.empty()) {
+    const size_t comma = list.find(',');
+    std::string_view opt = list.substr(0, comma);
+    list = comma == std::string_view::npos ? std::string_view{} : list.substr(comma + 1);
+    if (opt.starts_with("max_bytes=")) {
+      auto v = parseSize(opt.substr(10));
+      if (!v) return std::unexpected("max_bytes: " + v.error());
+      out.limits.maxBytes = *v;
+    } else if (opt.starts_with("max_msg_size=")) {
+      auto v = parseSize(opt.substr(13));
+      if (!v || *v > kMaxMaxMsgSize) return std::unexpected("max_msg_size: bad value '" + std::string(opt.substr(13)) + "'");
+      out.limits.defaultMaxMsgSize = *v;
+    } else if (opt.starts_with("state_dir=")) {
+      return std::unexpected("state_dir: durable mode is not available in this version");
+    } else if (!opt.empty()) {
+      if (!rest.empty()) rest += ',';
+      rest += opt;
+    }
+  }
+  return rest;
+}
+
+}  // namespace
+
+std::expected<DaemonOptions, std::string> parseDaemonOptions(int argc, char** argv) {
+  DaemonOptions out;
+  out.fuseArgs.emplace_back(argc > 0 ? argv[0] : "ipcfs");
+  for (int i = 1; i < argc; ++i) {
+    std::string_view a = argv[i];
+    if (a == "-h" || a == "--help") {
+      out.help = true;
+    } else if (a == "-V" || a == "--version") {
+      out.version = true;
+    } else if (a == "--log-level" || a.starts_with("--log-level=")) {
+      std::string_view v;
+      if (a == "--log-level") {
+        if (i + 1 >= argc) return std::unexpected("--log-level needs a value (trace, debug, info, warn, error, off)");
+        v = argv[++i];
+      } else {
+        v = a.substr(12);
+      }
+      auto level = parseLevel(v);
+      if (!level) return std::unexpected("unknown log level '" + std::string(v) + "' (trace, debug, info, warn, error, off)");
+      out.logLevel = *level;
+    } else if (a == "-o" || (a.starts_with("-o") && a.size() > 2)) {
+      std::string_view list;
+      if (a == "-o") {
+        if (i + 1 >= argc) return std::unexpected("-o needs a value");
+        list = argv[++i];
+      } else {
+        list = a.substr(2);
+      }
+      auto rest = takeOwnMountOptions(list, out);
+      if (!rest) return std::unexpected(rest.error());
+      if (!rest->empty()) {
+        out.fuseArgs.emplace_back("-o");
+        out.fuseArgs.push_back(*rest);
+      }
+    } else if (a == "-f" || a == "-d" || a == "-s" || a == "--debug" || !a.starts_with("-")) {
+      out.fuseArgs.emplace_back(a);
+    } else {
+      return std::unexpected("unknown option '" + std::string(a) + "' (try --help)");
+    }
+  }
+  return out;
+}
+
+}  // namespace ipcfs::fs

@@ -1,0 +1,30 @@
+// The daemon's command line: ipcfs's own options are taken out, FUSE's are left in args.
+#pragma once
+
+#include <spdlog/common.h>
+
+#include <expected>
+#include <string>
+#include <vector>
+
+#include "ipcfs/limits.hpp"
+
+namespace ipcfs::fs {
+
+struct DaemonOptions {
+  Limits limits;
+  spdlog::level::level_enum logLevel = spdlog::level::info;
+  bool help = false;
+  bool version = false;
+  std::vector<std::string> fuseArgs;  // argv for libfuse, argv[0] first
+};
+
+// Returns a one-line error message on bad input.
+std::expected<DaemonOptions, std::string> parseDaemonOptions(int argc, char** argv);
+
+// "1048576", "64K", "512M", "1G", "2T" (binary multiples).
+std::expected<uint64_t, std::string> parseSize(std::string_view text);
+
+extern const char* const kUsage;
+
+}  // namespace ipcfs::fs

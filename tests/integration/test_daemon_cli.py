@@ -1,0 +1,368 @@
+"""The ipcfs command line, driven through real processes: --help/--version, bad options and
+mountpoints, background and foreground modes, clean exit on SIGTERM/SIGINT/unmount, logs.
+
+Contract: spec/interface.md, "Running it" and "Everywhere". Every process started here is
+waited for with a deadline and, on failure, killed by its pid (never by name)."""
+import contextlib
+import os
+import re
+import signal
+import subprocess
+import time
+
+import pytest
+
+from conftest import IPCFS_BIN, is_mounted, wait_until
+
+RUN_DEADLINE_S = 15.0   # a command that should return promptly (help, bad option, mount)
+EXIT_DEADLINE_S = 10.0  # a daemon told to exit
+
+
+# ---------------------------------------------------------------- helpers
+
+def _proc_state(pid):
+    """Single-letter state of pid, or None if it does not exist."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return None
+
+
+def alive(pid):
+    state = _proc_state(pid)
+    return state is not None and state not in ("Z", "X")
+
+
+def _is_ipcfs_process(pid, argv):
+    try:
+        exe = os.readlink(f"/proc/{pid}/exe")
+    except OSError:
+        exe = ""
+    real_bin = os.path.realpath(IPCFS_BIN)
+    return exe == real_bin or exe.startswith(real_bin + " ") or (
+        bool(argv) and os.path.basename(argv[0]) == "ipcfs")
+
+
+def daemon_pids(mountpoint):
+    """Live ipcfs processes whose argv names this (test-unique) mountpoint or a path
+    below it. The fusermount3 watcher of auto_unmount also names it: check the executable."""
+    targets = (str(mountpoint), os.path.realpath(mountpoint))
+
+    def names_target(arg):
+        return any(arg == t or arg.startswith(t + "/") for t in targets)
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                argv = [a.decode(errors="replace") for a in f.read().split(b"\0") if a]
+        except OSError:
+            continue
+        if any(map(names_target, argv)) and _is_ipcfs_process(entry, argv) and alive(entry):
+            found.append(int(entry))
+    return found
+
+
+def lazy_unmount(mountpoint):
+    if is_mounted(mountpoint):
+        subprocess.run(["fusermount3", "-u", "-z", str(mountpoint)], check=False,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=30)
+
+
+def kill_pids(pids):
+    for pid in pids:
+        if alive(pid):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+def run_to_files(argv, tmp_path, tag):
+    """Runs argv with stdout/stderr in files (a daemonised child that kept a pipe open
+    would otherwise hang the wait), with a deadline; returns (rc, stdout, stderr)."""
+    out_path, err_path = tmp_path / f"{tag}.stdout", tmp_path / f"{tag}.stderr"
+    with open(out_path, "wb") as out, open(err_path, "wb") as err:
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err)
+        try:
+            rc = proc.wait(timeout=RUN_DEADLINE_S)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=EXIT_DEADLINE_S)
+            pytest.fail(f"{argv} did not return within {RUN_DEADLINE_S}s")
+    return (rc, out_path.read_text(errors="replace"), err_path.read_text(errors="replace"))
+
+
+def read_status(path):
+    values = {}
+    with open(path) as f:
+        for line in f.read().splitlines():
+            if ":" in line:
+                key, value = line.split(":", 1)
+                values[key.strip()] = value.strip()
+    return values
+
+
+def exercise(mnt, name):
+    """A little real work on a mount: make a mailbox, send, receive."""
+    box = mnt / "mailboxes" / name
+    os.mkdir(box)
+    with open(box / ".send", "wb") as f:
+        f.write(b"ping\n")
+    fd = os.open(box / ".receive", os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        assert os.read(fd, 4096) == b"ping\n"
+    finally:
+        os.close(fd)
+    read_status(mnt / ".status")
+
+
+class Foreground:
+    """`ipcfs -f ... MNT` as a child with stdout/stderr in files; always cleaned up."""
+
+    def __init__(self, tmp_path, extra=(), name="fg"):
+        self.mnt = tmp_path / name
+        self.mnt.mkdir()
+        self.out_path = tmp_path / f"{name}.stdout"
+        self.err_path = tmp_path / f"{name}.stderr"
+        self._out = open(self.out_path, "wb")
+        self._err = open(self.err_path, "wb")
+        self.argv = [IPCFS_BIN, "-f", *extra, str(self.mnt)]
+        self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL,
+                                     stdout=self._out, stderr=self._err)
+
+    def wait_mounted(self):
+        deadline = time.monotonic() + RUN_DEADLINE_S
+        while not is_mounted(self.mnt):
+            if self.proc.poll() is not None:
+                pytest.fail(f"ipcfs exited with {self.proc.returncode}: {self.stderr()}")
+            if time.monotonic() > deadline:
+                pytest.fail("ipcfs -f did not mount within the deadline")
+            time.sleep(0.01)
+
+    def stderr(self):
+        self._err.flush()
+        return self.err_path.read_text(errors="replace")
+
+    def wait_exit(self):
+        try:
+            return self.proc.wait(timeout=EXIT_DEADLINE_S)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"ipcfs did not exit within {EXIT_DEADLINE_S}s")
+
+    def cleanup(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=EXIT_DEADLINE_S)
+            except subprocess.TimeoutExpired:
+                lazy_unmount(self.mnt)
+                self.proc.kill()
+                self.proc.wait(timeout=EXIT_DEADLINE_S)
+        lazy_unmount(self.mnt)
+        self._out.close()
+        self._err.close()
+
+
+@contextlib.contextmanager
+def foreground(tmp_path, extra=("-o", "auto_unmount"), name="fg"):
+    fg = Foreground(tmp_path, extra, name)
+    try:
+        yield fg
+    finally:
+        fg.cleanup()
+
+
+@pytest.fixture(autouse=True)
+def no_mount_left(tmp_path):
+    """Whatever happened, no mount under this test's directory survives it."""
+    yield
+    base = os.path.realpath(tmp_path)
+    with open("/proc/self/mountinfo") as f:
+        left = [line.split()[4] for line in f if line.split()[4].startswith(base + "/")]
+    for mnt in left:
+        subprocess.run(["fusermount3", "-u", "-z", mnt], check=False, timeout=30)
+    assert not left, f"mounts left behind: {left}"
+
+
+# ---------------------------------------------------------------- --help / --version
+
+def test_help_exits_0_and_describes_usage(tmp_path):
+    rc, out, err = run_to_files([IPCFS_BIN, "--help"], tmp_path, "help")
+    text = out + err
+    assert rc == 0, text
+    assert "MOUNTPOINT" in text
+    assert "max_bytes" in text
+    assert "--log-level" in text
+
+
+def test_version_exits_0_and_names_ipcfs(tmp_path):
+    rc, out, err = run_to_files([IPCFS_BIN, "--version"], tmp_path, "version")
+    text = out + err
+    assert rc == 0, text
+    assert any("ipcfs" in line and re.search(r"\d+\.\d+", line) for line in text.splitlines()), text
+
+
+# ---------------------------------------------------------------- bad command lines
+
+BAD_CASES = {
+    "unknown_o_option": lambda mnt: ["-o", "no_such_option", str(mnt)],
+    "unknown_flag": lambda mnt: ["--no-such-flag", str(mnt)],
+    "bad_log_level": lambda mnt: ["--log-level", "nonsense", str(mnt)],
+    "max_bytes_not_a_number": lambda mnt: ["-o", "max_bytes=abc", str(mnt)],
+    "missing_mountpoint": lambda mnt: [],
+    "missing_mountpoint_with_options": lambda mnt: ["-o", "auto_unmount"],
+    "nonexistent_mountpoint": lambda mnt: [str(mnt / "does-not-exist")],
+    "mountpoint_is_a_regular_file": lambda mnt: [str(mnt / "a-file")],
+    "two_mountpoints": lambda mnt: [str(mnt), str(mnt / "second")],
+}
+
+
+@pytest.mark.parametrize("mode", ["background", "foreground"])
+@pytest.mark.parametrize("case", sorted(BAD_CASES))
+def test_bad_command_line_fails_with_one_line_error(tmp_path, case, mode):
+    mnt = tmp_path / "badmnt"
+    mnt.mkdir()
+    (mnt / "a-file").write_bytes(b"")
+    (mnt / "second").mkdir()
+    argv = [IPCFS_BIN, *(["-f"] if mode == "foreground" else []), *BAD_CASES[case](mnt)]
+    try:
+        rc, out, err = run_to_files(argv, tmp_path, "bad")
+        assert rc > 0, f"{argv}: exit {rc}, stderr {err!r}"
+        line = err.strip()
+        assert line, f"{argv}: nothing on stderr"
+        assert "\n" not in line, f"{argv}: error is not one line: {err!r}"
+        assert len(line) < 400, f"{argv}: error is not short: {err!r}"
+        assert not is_mounted(mnt)
+        assert not is_mounted(mnt / "second")
+        # no daemon was left running on its behalf (a forked child, say)
+        wait_until(lambda: not daemon_pids(mnt), timeout=5.0, what="no ipcfs process left")
+    finally:
+        leftovers = daemon_pids(mnt)
+        lazy_unmount(mnt)
+        lazy_unmount(mnt / "second")
+        kill_pids(leftovers)
+
+
+# ---------------------------------------------------------------- background mode
+
+def _start_background(tmp_path, mnt, extra=()):
+    rc, out, err = run_to_files([IPCFS_BIN, "-o", "auto_unmount", *extra, str(mnt)],
+                                tmp_path, "bg")
+    assert rc == 0, f"background ipcfs exited {rc}: {err!r}"
+    # "goes to the background once the mount is ready": usable the moment it returns
+    os.stat(mnt / ".status")
+    assert is_mounted(mnt)
+    pids = daemon_pids(mnt)
+    assert len(pids) == 1, f"expected one ipcfs daemon for {mnt}, found {pids}"
+    return pids[0]
+
+
+def test_background_mode_ready_on_return_and_fusermount_unmounts(tmp_path):
+    mnt = tmp_path / "bgmnt"
+    mnt.mkdir()
+    pid = None
+    try:
+        pid = _start_background(tmp_path, mnt)
+        exercise(mnt, "bg_box")
+        r = subprocess.run(["fusermount3", "-u", str(mnt)], capture_output=True,
+                           timeout=RUN_DEADLINE_S)
+        assert r.returncode == 0, r.stderr
+        wait_until(lambda: not alive(pid), timeout=EXIT_DEADLINE_S,
+                   what="background daemon to exit after fusermount3 -u")
+        assert not is_mounted(mnt)
+    finally:
+        lazy_unmount(mnt)
+        kill_pids([pid] if pid else daemon_pids(mnt))
+
+
+def test_background_daemon_exits_on_sigterm(tmp_path):
+    mnt = tmp_path / "bgmnt"
+    mnt.mkdir()
+    pid = None
+    try:
+        pid = _start_background(tmp_path, mnt)
+        exercise(mnt, "bg_term_box")
+        os.kill(pid, signal.SIGTERM)
+        wait_until(lambda: not alive(pid), timeout=EXIT_DEADLINE_S,
+                   what="background daemon to exit after SIGTERM")
+        wait_until(lambda: not is_mounted(mnt), timeout=EXIT_DEADLINE_S, what="unmount")
+    finally:
+        lazy_unmount(mnt)
+        kill_pids([pid] if pid else daemon_pids(mnt))
+
+
+# ---------------------------------------------------------------- foreground mode
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_foreground_exits_0_and_unmounts_on_signal(tmp_path, sig):
+    with foreground(tmp_path) as fg:
+        fg.wait_mounted()
+        exercise(fg.mnt, "sigbox")
+        fg.proc.send_signal(sig)
+        assert fg.wait_exit() == 0, fg.stderr()
+        assert not is_mounted(fg.mnt)
+
+
+@pytest.mark.parametrize("tool", [["fusermount3", "-u"], ["umount"]], ids=["fusermount3", "umount"])
+def test_foreground_exits_0_after_unmount(tmp_path, tool):
+    with foreground(tmp_path) as fg:
+        fg.wait_mounted()
+        exercise(fg.mnt, "umountbox")
+        r = subprocess.run([*tool, str(fg.mnt)], capture_output=True, timeout=RUN_DEADLINE_S)
+        assert r.returncode == 0, r.stderr
+        assert fg.wait_exit() == 0, fg.stderr()
+        assert not is_mounted(fg.mnt)
+
+
+def test_sigterm_with_a_blocked_receiver_still_exits_cleanly(tmp_path):
+    """A parked receive must not keep the daemon from exiting; the reader is released."""
+    with foreground(tmp_path) as fg:
+        fg.wait_mounted()
+        box = fg.mnt / "mailboxes" / "parked"
+        os.mkdir(box)
+        reader = subprocess.Popen(["cat", str(box / ".receive")], stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE)
+        try:
+            wait_until(lambda: read_status(box / ".status").get("receivers_waiting") == "1",
+                       what="the reader to block")
+            fg.proc.send_signal(signal.SIGTERM)
+            assert fg.wait_exit() == 0, fg.stderr()
+            assert not is_mounted(fg.mnt)
+            reader.wait(timeout=EXIT_DEADLINE_S)
+        finally:
+            if reader.poll() is None:
+                reader.kill()
+                reader.wait(timeout=EXIT_DEADLINE_S)
+
+
+# ---------------------------------------------------------------- logs
+
+# Without auto_unmount: its fusermount3 watcher shares stderr and may print on exit.
+
+def test_debug_log_level_writes_to_stderr_in_foreground(tmp_path):
+    with foreground(tmp_path, extra=("--log-level", "debug")) as fg:
+        fg.wait_mounted()
+        exercise(fg.mnt, "logbox")
+        fg.proc.send_signal(signal.SIGTERM)
+        assert fg.wait_exit() == 0
+        assert fg.stderr().strip(), "--log-level debug wrote nothing to stderr"
+
+
+def test_log_level_off_writes_nothing_in_a_clean_run(tmp_path):
+    with foreground(tmp_path, extra=("--log-level", "off")) as fg:
+        fg.wait_mounted()
+        exercise(fg.mnt, "quietbox")
+        fg.proc.send_signal(signal.SIGTERM)
+        assert fg.wait_exit() == 0
+        assert fg.stderr() == ""
+
+
+@pytest.mark.parametrize("level", ["trace", "debug", "info", "warn", "error", "off"])
+def test_every_documented_log_level_is_accepted(tmp_path, level):
+    with foreground(tmp_path, extra=("-o", "auto_unmount", "--log-level", level)) as fg:
+        fg.wait_mounted()
+        fg.proc.send_signal(signal.SIGTERM)
+        assert fg.wait_exit() == 0, fg.stderr()
