@@ -85,6 +85,17 @@ class Mount:
         return self.returncode
 
 
+SANITIZER_MARKS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:")
+
+
+def check_clean_exit(m):
+    """A daemon that crashed, leaked or hit undefined behaviour fails the test using it."""
+    log = m.log()
+    bad = [mark for mark in SANITIZER_MARKS if mark in log]
+    if m.returncode != 0 or bad:
+        pytest.fail(f"ipcfs exited with {m.returncode} {bad}:\n{log[-4000:]}")
+
+
 @pytest.fixture
 def mount(tmp_path):
     m = Mount(tmp_path)
@@ -92,6 +103,7 @@ def mount(tmp_path):
         yield m
     finally:
         m.stop()
+    check_clean_exit(m)
 
 
 @pytest.fixture
@@ -111,6 +123,8 @@ def make_mount(tmp_path):
     finally:
         for m in made:
             m.stop()
+    for m in made:
+        check_clean_exit(m)
 
 
 @pytest.fixture

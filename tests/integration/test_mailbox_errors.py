@@ -16,6 +16,8 @@ import pytest
 from conftest import wait_until
 
 DEADLINE_S = 5.0
+# The child must be able to run the interpreter as an unprivileged user.
+CHILD_PYTHON = "/usr/bin/python3" if os.access("/usr/bin/python3", os.X_OK) else sys.executable
 NOBODY = 65534
 OTHER = 65533
 
@@ -108,7 +110,7 @@ def run_as(uid, cwd, body):
     `results` dict the code filled with attempt(label, fn, *args): label -> [status, value]
     where status is "ok" or the errno name."""
     code = CHILD_PRELUDE + textwrap.dedent(body) + "\nprint(json.dumps(results))\n"
-    proc = subprocess.run([sys.executable, "-I", "-c", code], cwd=cwd, user=uid, group=uid,
+    proc = subprocess.run([CHILD_PYTHON, "-I", "-c", code], cwd=cwd, user=uid, group=uid,
                           extra_groups=[], capture_output=True, text=True, timeout=20)
     assert proc.returncode == 0, proc.stderr
     return {label: tuple(v) for label, v in json.loads(proc.stdout).items()}
@@ -145,6 +147,22 @@ def test_message_name_of_255_bytes_is_accepted(mailbox):
     assert messages(mailbox) == ["y" * 255]
 
 
+def test_rename_mailbox_to_reserved_name_fails_einval(mount, mailbox):
+    expect_errno(errno.EINVAL, os.rename, mailbox, mount / "mailboxes" / ".hidden")
+    assert os.listdir(mount / "mailboxes") == [mailbox.name]
+
+
+def test_rename_mailbox_to_name_of_256_bytes_fails_enametoolong(mount, mailbox):
+    expect_errno(errno.ENAMETOOLONG, os.rename, mailbox, mount / "mailboxes" / ("x" * 256))
+    assert os.listdir(mount / "mailboxes") == [mailbox.name]
+
+
+def test_rename_message_to_reserved_name_fails_einval(mailbox):
+    send(mailbox, b"named")
+    expect_errno(errno.EINVAL, os.rename, mailbox / "0000000001", mailbox / ".x")
+    assert messages(mailbox) == ["0000000001"]
+
+
 # --- objects where they do not belong ---------------------------------------------------
 
 def test_mkdir_at_root_fails_eperm(mount):
@@ -173,6 +191,22 @@ def test_create_file_in_mailboxes_dir_fails_eperm(mount):
 def test_mkfifo_in_mailboxes_dir_fails_eperm(mount):
     expect_errno(errno.EPERM, os.mkfifo, mount / "mailboxes" / "fifo")
     assert os.listdir(mount / "mailboxes") == []
+
+
+def test_move_mailbox_to_root_fails_eperm(mount, mailbox):
+    before = sorted(os.listdir(mount.path))
+    expect_errno(errno.EPERM, os.rename, mailbox, mount / "moved")
+    assert sorted(os.listdir(mount.path)) == before
+    assert os.path.isdir(mailbox)
+
+
+@pytest.mark.parametrize("where", ["root", "mailboxes"])
+def test_move_message_out_of_mailboxes_fails_eperm(mount, mailbox, where):
+    send(mailbox, b"stays")
+    target = (mount.path if where == "root" else mount / "mailboxes") / "loose"
+    expect_errno(errno.EPERM, os.rename, mailbox / "0000000001", target)
+    assert not os.path.lexists(target)
+    assert messages(mailbox) == ["0000000001"]
 
 
 # --- control nodes ----------------------------------------------------------------------

@@ -406,6 +406,18 @@ def test_drop_in_being_written_resolves_but_is_not_listed_or_receivable(mailbox)
     assert receive_nowait(mailbox) == b"part and rest"
 
 
+def test_idle_duplicate_close_does_not_deliver_drop_in(mailbox):
+    fd = os.open(mailbox / "later", os.O_CREAT | os.O_WRONLY | os.O_EXCL, 0o644)
+    try:
+        os.close(os.dup(fd))
+        assert messages(mailbox) == []
+        os.write(fd, b"written after")
+    finally:
+        os.close(fd)
+    assert messages(mailbox) == ["later"]
+    assert receive_nowait(mailbox) == b"written after"
+
+
 def test_drop_in_keeps_resolving_after_delivery(mailbox):
     fd = os.open(mailbox / "copied", os.O_CREAT | os.O_WRONLY | os.O_EXCL, 0o644)
     try:

@@ -158,3 +158,52 @@ def test_by_id_entry_disappears_with_mailbox(mount, mailbox):
     with pytest.raises(OSError) as e:
         os.lstat(mount / "by-id" / ident)
     assert e.value.errno == errno.ENOENT
+
+
+# --- tools that walk the tree -----------------------------------------------------------
+
+def test_grep_r_finds_message_without_taking_it(mount, mailbox):
+    send(mailbox, b"needle in a message\n")
+    proc = subprocess.run(["grep", "-r", "needle", str(mount / "mailboxes")],
+                          capture_output=True, text=True, timeout=10)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == f"{mailbox}/0000000001:needle in a message\n"
+    assert os.listdir(mailbox) == ["0000000001"]
+
+
+def test_ls_la_of_mailbox_shows_only_messages(mailbox):
+    send(mailbox, b"12345")
+    proc = subprocess.run(["ls", "-la", str(mailbox)], capture_output=True, text=True,
+                          timeout=10)
+    assert proc.returncode == 0, proc.stderr
+    names = [line.split()[-1] for line in proc.stdout.splitlines()[1:]]
+    assert names == [".", "..", "0000000001"]
+
+
+@pytest.mark.parametrize("node", [".send", ".receive", ".status"])
+def test_listxattr_on_control_node_works(mailbox, node):
+    assert isinstance(os.listxattr(mailbox / node), list)
+
+
+# --- fixed structure --------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", TOP_LEVEL)
+def test_top_level_directory_cannot_be_removed(mount, name):
+    with pytest.raises(OSError):
+        os.rmdir(mount / name)
+    assert stat.S_IMODE(os.stat(mount / name).st_mode) == 0o1777
+
+
+@pytest.mark.parametrize("node", [".send", ".receive", ".status"])
+def test_control_node_cannot_be_removed(mailbox, node):
+    with pytest.raises(OSError):
+        os.unlink(mailbox / node)
+    assert stat.S_ISREG(os.stat(mailbox / node).st_mode)
+    send(mailbox, b"still works")
+    assert os.listdir(mailbox) == ["0000000001"]
+
+
+def test_root_status_cannot_be_removed(mount):
+    with pytest.raises(OSError):
+        os.unlink(mount / ".status")
+    assert "mailboxes" in read_status(mount.path)

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Installs everything ipcfs needs to build, run and test, from Debian 12 packages.
+set -euo pipefail
+if [ "$(id -u)" -ne 0 ]; then
+  echo "install-deps: run as root (sudo)" >&2
+  exit 1
+fi
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends \
+  build-essential cmake pkg-config \
+  libfuse3-dev fuse3 \
+  libspdlog-dev libfmt-dev \
+  libgtest-dev googletest \
+  python3 python3-pytest python3-pytest-timeout \
+  attr procps psmisc util-linux coreutils bash >/dev/null
