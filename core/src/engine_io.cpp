@@ -208,14 +208,18 @@ Result<size_t> Engine::write(uint64_t fh, std::string_view data, off_t offset, c
     if (h->discarded) return data.size();    // like writing to an unlinked file
     std::string& buf = *h->dropIn->payload;
     const uint64_t end = static_cast<uint64_t>(offset) + data.size();
-    if (end > h->box->maxMsgSize) {
+    // Like .send: a message that cannot be whole is dropped whole; the next write starts
+    // anew, and a close with nothing written since sends nothing (not an empty message).
+    auto dropDraft = [&](int err) {
       releaseBytes(buf.size());
       buf.clear();
       h->written = false;
-      return fail(EFBIG);
-    }
+      h->dropped = true;
+      return fail(err);
+    };
+    if (end > h->box->maxMsgSize) return dropDraft(EFBIG);
     if (end > buf.size()) {
-      if (auto r = reserveBytes(end - buf.size()); !r) return fail(r.error());
+      if (auto r = reserveBytes(end - buf.size()); !r) return dropDraft(ENOSPC);
       buf.resize(end);
     }
     buf.replace(static_cast<size_t>(offset), data.size(), data);
@@ -259,7 +263,15 @@ void Engine::release(uint64_t fh) {
         break;
       case HandleKind::DropIn:
         // Never written: delivered as an empty message when its last descriptor closes.
-        if (!h->delivered && !h->discarded) (void)commitDropIn(*h, after);
+        if (!h->delivered && !h->discarded) {
+          if (h->written || !h->dropped) {
+            (void)commitDropIn(*h, after);
+          } else {
+            // Its only content was dropped by a failed write: nothing to send, name free.
+            h->box->byName.erase(h->dropIn->name);
+            messages_.erase(h->dropIn->uid);
+          }
+        }
         break;
       case HandleKind::Receiver:
         h->box->pollers.erase(fh);

@@ -81,7 +81,8 @@ struct Handle {
   std::shared_ptr<Message> dropIn;
   bool written = false;
   bool delivered = false;
-  bool discarded = false;
+  bool discarded = false;  // unlinked while being written
+  bool dropped = false;    // a write failed (EFBIG, ENOSPC): the draft was thrown away
   // Receiver.
   std::shared_ptr<Message> current;  // taken, not read to the end
   size_t offset = 0;
