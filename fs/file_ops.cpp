@@ -4,7 +4,7 @@
 
 #include "caller.hpp"
 #include "file_ops.hpp"
-#include "parked_read.hpp"
+#include "parked_request.hpp"
 #include "reply.hpp"
 
 namespace ipcfs::fs {
@@ -31,7 +31,7 @@ struct PollHandle {
 
 void opOpen(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) noexcept {
   guarded(req, "open", [&] {
-    auto r = fsOf(req).engine.open(ino, fi->flags, callerOf(req));
+    auto r = fsOf(req).engine.open(ino, fi->flags, callerOf(req, true));
     if (!r) return replyError(req, r.error());
     applyOpened(fi, *r);
     if (fuse_reply_open(req, fi) == -ENOENT) fsOf(req).engine.release(r->fh);  // opener was interrupted
@@ -40,42 +40,62 @@ void opOpen(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) noexcept {
 
 void opCreate(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, fuse_file_info* fi) noexcept {
   guarded(req, "create", [&] {
-    auto r = fsOf(req).engine.create(parent, name, mode, fi->flags, callerOf(req, true));
-    if (!r) return replyError(req, r.error());
-    auto& [st, opened] = *r;
-    applyOpened(fi, opened);
-    fuse_entry_param e{};
-    e.ino = st.st_ino;
-    e.attr = st;
-    e.attr_timeout = kAttrTimeout;
-    e.entry_timeout = kEntryTimeout;
-    if (fuse_reply_create(req, &e, fi) == -ENOENT) fsOf(req).engine.release(opened.fh);
+    auto parked = std::make_shared<ParkedRequest>(req);
+    // fi lives on libfuse's stack: a reply sent later uses a copy.
+    auto reply = [fiCopy = *fi](fuse_req_t r, const Result<std::pair<struct stat, Opened>>& created) {
+      if (!created) return replyError(r, created.error());
+      const auto& [st, opened] = *created;
+      fuse_file_info fiReply = fiCopy;
+      applyOpened(&fiReply, opened);
+      fuse_entry_param e{};
+      e.ino = st.st_ino;
+      e.attr = st;
+      e.attr_timeout = kAttrTimeout;
+      e.entry_timeout = kEntryTimeout;
+      if (fuse_reply_create(r, &e, &fiReply) == -ENOENT) fsOf(r).engine.release(opened.fh);  // creator gone
+    };
+    auto waiter = fsOf(req).engine.create(
+        parent, name, mode, fi->flags, callerOf(req, true),
+        ParkedRequest::completion<Result<std::pair<struct stat, Opened>>>(parked, std::move(reply)));
+    parked->arm(waiter);
   });
 }
 
 void opRead(fuse_req_t req, fuse_ino_t, size_t size, off_t off, fuse_file_info* fi) noexcept {
   guarded(req, "read", [&] {
-    auto parked = std::make_shared<ParkedRead>(req);
-    auto waiter = fsOf(req).engine.read(fi->fh, size, off, (fi->flags & O_NONBLOCK) != 0,
-                                        ParkedRead::completionFor(parked));
+    auto parked = std::make_shared<ParkedRequest>(req);
+    auto reply = [](fuse_req_t r, const Result<Bytes>& bytes) {
+      if (!bytes) return replyError(r, bytes.error());
+      fuse_reply_buf(r, bytes->view.data(), bytes->view.size());
+    };
+    auto waiter = fsOf(req).engine.read(fi->fh, size, off, (fi->flags & O_NONBLOCK) != 0, callerOf(req, true).pid,
+                                        ParkedRequest::completion<Result<Bytes>>(parked, reply));
     parked->arm(waiter);
   });
 }
 
 void opWrite(fuse_req_t req, fuse_ino_t, const char* buf, size_t size, off_t off, fuse_file_info* fi) noexcept {
   guarded(req, "write", [&] {
-    auto r = fsOf(req).engine.write(fi->fh, std::string_view(buf, size), off, callerOf(req, true));
+    auto r = fsOf(req).engine.write(fi->fh, std::string_view(buf, size), off, (fi->flags & O_NONBLOCK) != 0,
+                                    callerOf(req, true));
     if (!r) return replyError(req, r.error());
     fuse_reply_write(req, *r);
   });
 }
 
+// close() and fsync() deliver; they wait while the mailbox is full.
 void opFlush(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) noexcept {
-  guarded(req, "flush", [&] { replyStatus(req, fsOf(req).engine.flush(fi->fh)); });
+  guarded(req, "flush", [&] {
+    auto parked = std::make_shared<ParkedRequest>(req);
+    parked->arm(fsOf(req).engine.flush(fi->fh, ParkedRequest::completion<Status>(parked, replyStatus)));
+  });
 }
 
 void opFsync(fuse_req_t req, fuse_ino_t, int, fuse_file_info* fi) noexcept {
-  guarded(req, "fsync", [&] { replyStatus(req, fsOf(req).engine.fsync(fi->fh)); });
+  guarded(req, "fsync", [&] {
+    auto parked = std::make_shared<ParkedRequest>(req);
+    parked->arm(fsOf(req).engine.fsync(fi->fh, ParkedRequest::completion<Status>(parked, replyStatus)));
+  });
 }
 
 void opRelease(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) noexcept {

@@ -7,6 +7,8 @@
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
+#include <sys/stat.h>
 #include <memory>
 
 #include "context.hpp"
@@ -45,6 +47,12 @@ int main(int argc, char** argv) {
     return 0;
   }
 
+  if (opts.mountpoint.empty()) return fail("no mountpoint given (try --help)");
+  struct stat st{};
+  if (::stat(opts.mountpoint.c_str(), &st) != 0)
+    return fail("mountpoint '" + opts.mountpoint + "': " + std::strerror(errno));
+  if (!S_ISDIR(st.st_mode)) return fail("mountpoint '" + opts.mountpoint + "': not a directory");
+
   ArgsOwner owner;
   for (const auto& a : opts.fuseArgs) fuse_opt_add_arg(&owner.args, a.c_str());
   // Mounted by root, ipcfs serves every user, with the kernel checking modes (like /dev/shm).
@@ -53,7 +61,7 @@ int main(int argc, char** argv) {
     fuse_opt_add_arg(&owner.args, "allow_other,default_permissions");
   }
   fuse_cmdline_opts cmd{};
-  if (fuse_parse_cmdline(&owner.args, &cmd) != 0) return fail("bad command line (try --help)");
+  if (fuse_parse_cmdline(&owner.args, &cmd) != 0) return 2;  // libfuse has printed why
   std::unique_ptr<char, decltype(&std::free)> mountpoint(cmd.mountpoint, &std::free);
   if (!mountpoint) return fail("no mountpoint given (try --help)");
 

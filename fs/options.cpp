@@ -112,7 +112,11 @@ std::expected<DaemonOptions, std::string> parseDaemonOptions(int argc, char** ar
         out.fuseArgs.emplace_back("-o");
         out.fuseArgs.push_back(*rest);
       }
-    } else if (a == "-f" || a == "-d" || a == "-s" || a == "--debug" || !a.starts_with("-")) {
+    } else if (a == "-f" || a == "-d" || a == "-s" || a == "--debug") {
+      out.fuseArgs.emplace_back(a);
+    } else if (!a.starts_with("-")) {
+      if (!out.mountpoint.empty()) return std::unexpected("one mountpoint only, got '" + out.mountpoint + "' and '" + std::string(a) + "'");
+      out.mountpoint = a;
       out.fuseArgs.emplace_back(a);
     } else {
       return std::unexpected("unknown option '" + std::string(a) + "' (try --help)");

@@ -16,6 +16,7 @@ struct DaemonOptions {
   spdlog::level::level_enum logLevel = spdlog::level::info;
   bool help = false;
   bool version = false;
+  std::string mountpoint;
   std::vector<std::string> fuseArgs;  // argv for libfuse, argv[0] first
 };
 

@@ -2,6 +2,7 @@
 // and the waiters that blocked reads become.
 #include <fcntl.h>
 
+#include <algorithm>
 #include <cerrno>
 
 #include "clock.hpp"
@@ -17,8 +18,12 @@ using detail::HandleKind;
 using detail::Mailbox;
 using detail::Message;
 using detail::MessageState;
+using detail::Policy;
+using detail::WaitKind;
+using detail::Waiter;
 
-Engine::Engine(Limits limits) : limits_(limits) {}
+Engine::Engine(Limits limits, std::shared_ptr<ProcessTable> processes)
+    : limits_(limits), processes_(std::move(processes)) {}
 Engine::~Engine() = default;
 
 Handle* Engine::handle(uint64_t fh) {
@@ -28,6 +33,7 @@ Handle* Engine::handle(uint64_t fh) {
 
 uint64_t Engine::addHandle(std::unique_ptr<Handle> h) {
   const uint64_t fh = nextHandle_++;
+  h->fh = fh;
   handles_.emplace(fh, std::move(h));
   return fh;
 }
@@ -49,11 +55,46 @@ std::unique_ptr<Handle> snapshotHandle(std::string text) {
 
 }  // namespace
 
+namespace {
+
+// Completes a waiter taken out of its list with an error.
+std::function<void()> failWaiter(Waiter& w, int err) {
+  return [onRead = std::move(w.onRead), onStatus = std::move(w.onStatus), onCreate = std::move(w.onCreate), err] {
+    if (onRead) onRead(fail(err));
+    if (onStatus) onStatus(fail(err));
+    if (onCreate) onCreate(fail(err));
+  };
+}
+
+}  // namespace
+
+// REQUIRES: mutex_ held.
+void Engine::dropDeadPairMembers(Mailbox& box) const {
+  std::erase_if(box.pair, [&](const detail::BoundProcess& b) { return processes_->startTime(b.pid) != b.startTime; });
+}
+
+// Who may open .send / .receive under the mailbox's policy. REQUIRES: mutex_ held.
+Status Engine::checkPolicy(Mailbox& box, pid_t pid, bool receiving) {
+  if (box.policy == Policy::Exclusive && receiving) {
+    for (const auto& [opener, count] : box.receiverOpens)
+      if (opener != pid && count > 0) return fail(EBUSY);
+  }
+  if (box.policy == Policy::Pair) {
+    for (const auto& b : box.pair)
+      if (b.pid == pid) return {};
+    if (box.pair.size() >= 2) dropDeadPairMembers(box);
+    if (box.pair.size() >= 2) return fail(EPERM);
+    auto start = processes_->startTime(pid);
+    box.pair.push_back({pid, start.value_or(0)});
+  }
+  return {};
+}
+
 Result<Opened> Engine::open(uint64_t ino, int flags, const Caller& who) {
-  (void)who;
   std::lock_guard lock(mutex_);
   const int access = flags & O_ACCMODE;
   const bool readOnly = access == O_RDONLY;
+  const bool nonblock = (flags & O_NONBLOCK) != 0;
   Opened opened;
   switch (ino::kindOf(ino)) {
     case ino::Kind::Send:
@@ -64,11 +105,20 @@ Result<Opened> Engine::open(uint64_t ino, int flags, const Caller& who) {
       const auto kind = ino::kindOf(ino);
       if (kind == ino::Kind::Send) {
         if (readOnly) return fail(EACCES);  // .send is for writing
-        opened.fh = addHandle(makeHandle(HandleKind::Sender, box));
+        if (auto ok = checkPolicy(*box, who.pid, false); !ok) return fail(ok.error());
+        auto h = makeHandle(HandleKind::Sender, box);
+        h->nonblock = nonblock;
+        h->openerPid = who.pid;
+        opened.fh = addHandle(std::move(h));
         opened.nonseekable = true;
       } else if (kind == ino::Kind::Receive) {
         if (!readOnly) return fail(EACCES);  // .receive is for reading
-        opened.fh = addHandle(makeHandle(HandleKind::Receiver, box));
+        if (auto ok = checkPolicy(*box, who.pid, true); !ok) return fail(ok.error());
+        auto h = makeHandle(HandleKind::Receiver, box);
+        h->nonblock = nonblock;
+        h->openerPid = who.pid;
+        ++box->receiverOpens[who.pid];
+        opened.fh = addHandle(std::move(h));
         opened.nonseekable = true;
       } else {
         if (!readOnly) return fail(EACCES);
@@ -106,15 +156,11 @@ Result<Opened> Engine::open(uint64_t ino, int flags, const Caller& who) {
   }
 }
 
-Result<std::pair<struct stat, Opened>> Engine::create(uint64_t parent, std::string_view name, mode_t mode,
-                                                      int flags, const Caller& who) {
-  (void)mode;  // messages are 0444; chmod works afterwards
-  std::lock_guard lock(mutex_);
-  auto box = mailboxByIno(parent);
-  if (!box) return fail(statOf(parent) ? EPERM : ENOENT);
-  if (auto ok = validateName(name); !ok) return fail(ok.error());
-  if (box->byName.contains(std::string(name))) return fail((flags & O_EXCL) ? EEXIST : EACCES);
-
+// REQUIRES: mutex_ held; the mailbox has room (or capacity 0).
+Result<std::pair<struct stat, Opened>> Engine::createNow(Mailbox& box, std::string_view name, int flags,
+                                                         const Caller& who) {
+  if (box.removed) return fail(EIDRM);
+  if (box.byName.contains(std::string(name))) return fail((flags & O_EXCL) ? EEXIST : EACCES);
   auto msg = std::make_shared<Message>();
   msg->uid = nextMessageUid_++;
   msg->name = std::string(name);
@@ -122,22 +168,63 @@ Result<std::pair<struct stat, Opened>> Engine::create(uint64_t parent, std::stri
   msg->uid_ = who.uid;
   msg->gid = who.gid;
   msg->atime = msg->mtime = msg->ctime = now();
-  box->byName.emplace(msg->name, msg);
+  // The create takes a place in the queue; at capacity 0 there are none: its delivery
+  // is a rendezvous instead.
+  if (box.capacity != 0) {
+    msg->holdsPlace = true;
+    ++box.reserved;
+  }
+  box.byName.emplace(msg->name, msg);
   messages_.emplace(msg->uid, msg);
 
-  auto h = makeHandle(HandleKind::DropIn, box);
+  auto h = makeHandle(HandleKind::DropIn, mailboxById(box.id));
   h->dropIn = msg;
+  h->nonblock = (flags & O_NONBLOCK) != 0;
   Opened opened;
   opened.fh = addHandle(std::move(h));
   return std::pair{messageStat(*msg), opened};
 }
 
-std::optional<WaiterId> Engine::read(uint64_t fh, size_t size, off_t offset, bool nonblock, ReadCompletion done) {
+std::optional<WaiterId> Engine::create(uint64_t parent, std::string_view name, mode_t mode, int flags,
+                                       const Caller& who, CreateCompletion done) {
+  (void)mode;  // messages are 0444; chmod works afterwards
+  Result<std::pair<struct stat, Opened>> result = fail(EIO);
+  {
+    std::lock_guard lock(mutex_);
+    auto box = mailboxByIno(parent);
+    if (!box) {
+      result = fail(statOf(parent) ? EPERM : ENOENT);
+    } else if (auto ok = validateName(name); !ok) {
+      result = fail(ok.error());
+    } else if (box->byName.contains(std::string(name))) {
+      result = fail((flags & O_EXCL) ? EEXIST : EACCES);
+    } else if (box->capacity == 0 || (box->senders.empty() && hasRoom(*box))) {
+      result = createNow(*box, name, flags, who);
+    } else if (flags & O_NONBLOCK) {
+      result = fail(EAGAIN);
+    } else {
+      Waiter w;
+      w.kind = WaitKind::Create;
+      w.name = std::string(name);
+      w.flags = flags;
+      w.who = who;
+      w.onCreate = std::move(done);
+      return parkWaiter(*box, box->senders, std::move(w));
+    }
+  }
+  done(std::move(result));
+  return std::nullopt;
+}
+
+std::optional<WaiterId> Engine::read(uint64_t fh, size_t size, off_t offset, bool nonblock, pid_t reader,
+                                     ReadCompletion done) {
   Result<Bytes> result = Bytes::empty();
   After after;
+  std::optional<WaiterId> parked;
   {
     std::lock_guard lock(mutex_);
     Handle* h = handle(fh);
+    if (h) h->nonblock = nonblock;
     if (!h) {
       result = fail(EBADF);
     } else if (h->kind == HandleKind::Snapshot) {
@@ -146,9 +233,17 @@ std::optional<WaiterId> Engine::read(uint64_t fh, size_t size, off_t offset, boo
       result = Bytes::slice(std::make_shared<const std::string>(*h->dropIn->payload), static_cast<size_t>(offset),
                             size);
     } else if (h->kind == HandleKind::Sender) {
-      result = Bytes::empty();
+      // Receipts: deliver what was written, then wait for its fate.
+      if (h->composing) {
+        parked = send(*h, draftMessage(*h), {}, std::move(done), size, after);
+      } else if (h->lastSentUid != 0) {
+        parked = parkReceipt(*h, size, done, after);
+      } else {
+        after.push_back([d = std::move(done)] { d(Bytes::empty()); });
+      }
+      done = nullptr;
     } else if (h->current) {
-      result = takeChunk(*h, size);
+      result = takeChunk(*h, size, reader, after);
     } else if (h->atEnd) {
       h->atEnd = false;
       result = Bytes::empty();  // end of message
@@ -156,44 +251,48 @@ std::optional<WaiterId> Engine::read(uint64_t fh, size_t size, off_t offset, boo
       result = fail(ESHUTDOWN);
     } else if (h->box->removed) {
       result = fail(EIDRM);
-    } else if (!h->box->queue.empty()) {
-      takeHead(*h->box, *h);
-      result = takeChunk(*h, size);
+    } else if (h->box->receivers.empty() && canTake(*h->box)) {
+      takeNext(*h->box, *h, reader, after);
+      result = takeChunk(*h, size, reader, after);
+      dispatch(*h->box, after);  // taking made room for blocked senders
     } else if (nonblock) {
       result = fail(EAGAIN);
     } else {
-      const WaiterId id = nextWaiter_++;
-      h->box->receivers.push_back({id, fh, size, std::move(done)});
-      waiterHomes_.emplace(id, h->box.get());
+      Waiter w;
+      w.kind = WaitKind::Receive;
+      w.fh = fh;
+      w.size = size;
+      w.pid = reader;
+      w.onRead = std::move(done);
+      const WaiterId id = parkWaiter(*h->box, h->box->receivers, std::move(w));
       h->parked = id;
-      ++receiversWaiting_;
       return id;
     }
   }
-  done(std::move(result));
-  return std::nullopt;
+  if (done) done(std::move(result));
+  run(after);
+  return parked;
 }
 
-Result<size_t> Engine::write(uint64_t fh, std::string_view data, off_t offset, const Caller& who) {
+Result<size_t> Engine::write(uint64_t fh, std::string_view data, off_t offset, bool nonblock, const Caller& who) {
   std::lock_guard lock(mutex_);
   Handle* h = handle(fh);
   if (!h) return fail(EBADF);
+  h->nonblock = nonblock;
+  if (data.empty()) return 0;  // writes nothing, starts no message
   if (h->kind == HandleKind::Sender) {
     if (h->box->removed) return fail(EIDRM);
     // An over-long or unaffordable message is dropped whole; the next write starts anew.
-    auto dropDraft = [&] {
+    auto dropDraft = [&](int err) {
       releaseBytes(h->draft.size());
       h->draft.clear();
       h->composing = false;
+      return fail(err);
     };
-    if (h->draft.size() + data.size() > h->box->maxMsgSize) {
-      dropDraft();
-      return fail(EFBIG);
-    }
-    if (auto r = reserveBytes(data.size()); !r) {
-      dropDraft();
-      return fail(r.error());
-    }
+    if (h->draft.size() + data.size() > h->box->maxMsgSize) return dropDraft(EFBIG);
+    // Non-blocking and no way in: say so now rather than at close.
+    if (nonblock && !hasRoom(*h->box) && h->box->receivers.empty()) return dropDraft(EAGAIN);
+    if (auto r = reserveBytes(data.size()); !r) return dropDraft(ENOSPC);
     if (!h->composing) {
       h->composing = true;
       h->writerPid = who.pid;
@@ -230,24 +329,42 @@ Result<size_t> Engine::write(uint64_t fh, std::string_view data, off_t offset, c
   return fail(EBADF);
 }
 
-Status Engine::flush(uint64_t fh) {
+std::optional<WaiterId> Engine::flush(uint64_t fh, StatusCompletion done) {
   After after;
-  Status r;
+  std::optional<WaiterId> parked;
   {
     std::lock_guard lock(mutex_);
     Handle* h = handle(fh);
-    if (!h) return fail(EBADF);
-    if (h->kind == HandleKind::Sender && h->composing) {
-      r = commitSend(*h, after);
+    if (!h) {
+      after.push_back([d = std::move(done)] { d(fail(EBADF)); });
+    } else if (h->kind == HandleKind::Sender && h->composing) {
+      parked = send(*h, draftMessage(*h), std::move(done), {}, 0, after);
     } else if (h->kind == HandleKind::DropIn && h->written && !h->delivered && !h->discarded) {
-      r = commitDropIn(*h, after);
+      h->delivered = true;
+      parked = send(*h, h->dropIn, std::move(done), {}, 0, after);
+    } else {
+      after.push_back([d = std::move(done)] { d(Status{}); });
     }
   }
   run(after);
-  return r;
+  return parked;
 }
 
-Status Engine::fsync(uint64_t fh) { return flush(fh); }
+std::optional<WaiterId> Engine::fsync(uint64_t fh, StatusCompletion done) { return flush(fh, std::move(done)); }
+
+// REQUIRES: mutex_ held. A drop-in that will never be delivered gives back its name and place.
+void Engine::abandonDropIn(Handle& h, After& after) {
+  Mailbox& box = *h.box;
+  const MessagePtr& msg = h.dropIn;
+  if (auto it = box.byName.find(msg->name); it != box.byName.end() && it->second == msg) box.byName.erase(it);
+  messages_.erase(msg->uid);
+  releaseBytes(msg->payload->size());
+  if (msg->holdsPlace) {
+    msg->holdsPlace = false;
+    --box.reserved;
+    dispatch(box, after);
+  }
+}
 
 void Engine::release(uint64_t fh) {
   After after;
@@ -255,40 +372,54 @@ void Engine::release(uint64_t fh) {
     std::lock_guard lock(mutex_);
     auto it = handles_.find(fh);
     if (it == handles_.end()) return;
-    std::unique_ptr<Handle> h = std::move(it->second);
-    handles_.erase(it);
-    switch (h->kind) {
+    Handle& h = *it->second;
+    switch (h.kind) {
       case HandleKind::Sender:
-        if (h->composing) (void)commitSend(*h, after);
+        // Written but never flushed (rare: FLUSH precedes RELEASE): delivered if it fits now.
+        if (h.composing) (void)send(h, draftMessage(h), {}, {}, 0, after);
         break;
       case HandleKind::DropIn:
-        // Never written: delivered as an empty message when its last descriptor closes.
-        if (!h->delivered && !h->discarded) {
-          if (h->written || !h->dropped) {
-            (void)commitDropIn(*h, after);
-          } else {
-            // Its only content was dropped by a failed write: nothing to send, name free.
-            h->box->byName.erase(h->dropIn->name);
-            messages_.erase(h->dropIn->uid);
+        if (!h.delivered && !h.discarded) {
+          h.delivered = true;
+          // Never written: delivered as an empty message when its last descriptor closes;
+          // its only content dropped by a failed write: nothing to send.
+          if (h.written || !h.dropped)
+            (void)send(h, h.dropIn, {}, {}, 0, after);
+          else
+            abandonDropIn(h, after);
+        }
+        break;
+      case HandleKind::Receiver: {
+        Mailbox& box = *h.box;
+        box.pollers.erase(fh);
+        if (h.parked) {
+          // The kernel never releases a file with a read in flight; an engine user might.
+          auto w = std::find_if(box.receivers.begin(), box.receivers.end(),
+                                [&](const Waiter& x) { return x.id == *h.parked; });
+          if (w != box.receivers.end()) {
+            waiterHomes_.erase(w->id);
+            --receiversWaiting_;
+            after.push_back(failWaiter(*w, EBADF));
+            box.receivers.erase(w);
           }
         }
-        break;
-      case HandleKind::Receiver:
-        h->box->pollers.erase(fh);
-        if (h->current) {
+        if (auto n = box.receiverOpens.find(h.openerPid); n != box.receiverOpens.end() && --n->second <= 0)
+          box.receiverOpens.erase(n);
+        if (h.current) {
           // Closed (or died) mid-message: back to the head, counted.
-          MessagePtr msg = std::move(h->current);
-          if (auto n = h->box->byName.find(msg->name); n != h->box->byName.end() && n->second == msg)
-            h->box->byName.erase(n);
+          MessagePtr msg = std::move(h.current);
+          if (auto n = box.byName.find(msg->name); n != box.byName.end() && n->second == msg) box.byName.erase(n);
           ++msg->redeliveries;
-          ++h->box->redelivered;
-          requeueHead(*h->box, msg, after);
-          dispatch(*h->box, after);
+          ++box.redelivered;
+          requeueHead(box, msg, after);
+          dispatch(box, after);
         }
         break;
+      }
       case HandleKind::Snapshot:
         break;
     }
+    handles_.erase(fh);
   }
   run(after);
 }
@@ -299,29 +430,46 @@ Result<bool> Engine::poll(uint64_t fh, PollNotify notify) {
   if (!h) return fail(EBADF);
   if (h->kind != HandleKind::Receiver) return true;
   Mailbox& box = *h->box;
-  const bool readable = h->current || h->atEnd || !box.queue.empty() || box.removed || shutDown_;
-  if (!readable && notify) box.pollers[fh] = std::move(notify);
+  const bool readable = h->current || h->atEnd || canTake(box) || box.removed || shutDown_;
+  // Kept even when readable: edge-triggered epoll polls again only after a notification,
+  // so the next arrival must be able to send one.
+  if (notify) box.pollers[fh] = std::move(notify);
   return readable;
 }
 
+
 void Engine::cancel(WaiterId id) {
-  ReadCompletion done;
+  After after;
   {
     std::lock_guard lock(mutex_);
     auto home = waiterHomes_.find(id);
     if (home == waiterHomes_.end()) return;
     Mailbox& box = *home->second;
     waiterHomes_.erase(home);
-    for (auto it = box.receivers.begin(); it != box.receivers.end(); ++it) {
-      if (it->id != id) continue;
-      if (Handle* h = handle(it->fh)) h->parked.reset();
-      done = std::move(it->done);
-      box.receivers.erase(it);
-      --receiversWaiting_;
+    for (auto* list : {&box.receivers, &box.senders, &box.receipts}) {
+      auto it = std::find_if(list->begin(), list->end(), [&](const Waiter& w) { return w.id == id; });
+      if (it == list->end()) continue;
+      Waiter w = std::move(*it);
+      list->erase(it);
+      if (w.kind == WaitKind::Receive) {
+        --receiversWaiting_;
+        if (Handle* h = handle(w.fh)) h->parked.reset();
+      }
+      if (w.kind == WaitKind::Send || w.kind == WaitKind::Create) --sendersWaiting_;
+      if (w.kind == WaitKind::Send) {
+        // An interrupted sender's message is not queued.
+        releaseBytes(w.msg->payload->size());
+        if (w.msg->state == MessageState::Composing) {
+          if (auto n = box.byName.find(w.msg->name); n != box.byName.end() && n->second == w.msg) box.byName.erase(n);
+          messages_.erase(w.msg->uid);
+        }
+      }
+      after.push_back(failWaiter(w, EINTR));
+      if (w.kind == WaitKind::Send || w.kind == WaitKind::Create) dispatch(box, after);  // those behind move up
       break;
     }
   }
-  if (done) done(fail(EINTR));
+  run(after);
 }
 
 void Engine::shutdown() {
@@ -330,12 +478,15 @@ void Engine::shutdown() {
     std::lock_guard lock(mutex_);
     shutDown_ = true;
     for (auto& [id, box] : mailboxesById_) {
-      for (auto& w : box->receivers) after.push_back([done = std::move(w.done)] { done(fail(ESHUTDOWN)); });
-      box->receivers.clear();
+      for (auto* list : {&box->receivers, &box->senders, &box->receipts}) {
+        for (auto& w : *list) after.push_back(failWaiter(w, ESHUTDOWN));
+        list->clear();
+      }
       box->pollers.clear();
     }
     waiterHomes_.clear();
     receiversWaiting_ = 0;
+    sendersWaiting_ = 0;
   }
   run(after);
 }

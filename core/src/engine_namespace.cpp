@@ -4,6 +4,8 @@
 #include <cerrno>
 #include <charconv>
 
+#include <fmt/format.h>
+
 #include "clock.hpp"
 #include "ipcfs/engine.hpp"
 #include "ipcfs/inode.hpp"
@@ -228,20 +230,33 @@ Status Engine::rmdir(uint64_t parent, std::string_view name) {
 // REQUIRES: mutex_ held; the mailbox holds no message.
 void Engine::destroyMailbox(const MailboxPtr& box, After& after) {
   box->removed = true;
-  // Blocked receivers would wait forever: they get EIDRM, as msgrcv(2) does.
-  for (auto& w : box->receivers) {
-    waiterHomes_.erase(w.id);
-    if (auto* h = handle(w.fh)) h->parked.reset();
-    --receiversWaiting_;
-    after.push_back([done = std::move(w.done)] { done(fail(EIDRM)); });
+  // Waiters would wait forever: they get EIDRM, as msgrcv(2) and msgsnd(2) do.
+  for (auto* list : {&box->receivers, &box->senders, &box->receipts}) {
+    for (auto& w : *list) {
+      waiterHomes_.erase(w.id);
+      if (w.kind == detail::WaitKind::Receive) {
+        if (auto* h = handle(w.fh)) h->parked.reset();
+        --receiversWaiting_;
+      } else if (w.kind != detail::WaitKind::Receipt) {
+        --sendersWaiting_;
+        if (w.msg) releaseBytes(w.msg->payload->size());
+      }
+      after.push_back([w = std::move(w)]() mutable {
+        if (w.onRead) w.onRead(fail(EIDRM));
+        if (w.onStatus) w.onStatus(fail(EIDRM));
+        if (w.onCreate) w.onCreate(fail(EIDRM));
+      });
+    }
+    list->clear();
   }
-  box->receivers.clear();
   wakePollers(*box, after);
   mailboxesByName_.erase(box->name);
   mailboxesById_.erase(box->id);
 }
 
 Status Engine::unlink(uint64_t parent, std::string_view name) {
+  After after;
+  Status result = [&]() -> Status {
   std::lock_guard lock(mutex_);
   auto box = mailboxByIno(parent);
   if (!box) {
@@ -258,16 +273,27 @@ Status Engine::unlink(uint64_t parent, std::string_view name) {
   if (msg->state == MessageState::Queued) {
     unqueue(*box, msg);
     releaseBytes(msg->payload->size());
+    settleReceipt(*msg, fmt::format("discarded {}\n", msg->seq), after);
   } else {
     // A drop-in still being written: its writer's further writes go nowhere.
     box->byName.erase(it);
     messages_.erase(msg->uid);
+    releaseBytes(msg->payload->size());
+    msg->payload->clear();
     for (auto& [fh, h] : handles_)
       if (h->dropIn == msg) h->discarded = true;
+    if (msg->holdsPlace) {
+      msg->holdsPlace = false;
+      --box->reserved;
+    }
   }
   ++discarded_;
   box->mtime = box->ctime = now();
+  dispatch(*box, after);  // room for blocked senders
   return {};
+  }();
+  run(after);
+  return result;
 }
 
 Status Engine::rename(uint64_t parent, std::string_view name, uint64_t newParent, std::string_view newName,
@@ -313,7 +339,8 @@ Status Engine::rename(uint64_t parent, std::string_view name, uint64_t newParent
       unqueue(*from, msg);
       msg->name = std::string(newName);
       enqueueTail(*to, msg, after);
-      messages_.emplace(msg->uid, msg);
+      settleReceipt(*msg, fmt::format("forwarded {} to {}\n", msg->seq, to->name), after);
+      dispatch(*from, after);  // room for blocked senders
       dispatch(*to, after);
       to->mtime = to->ctime = now();
     }

@@ -1,4 +1,6 @@
-// Queues: delivering, taking, redelivering and handing messages to parked receivers.
+// Queues and flow control: delivering into a mailbox (waiting for room, or at capacity 0
+// for a receiver), taking, redelivering, receipts, and handing messages to parked
+// receivers and parked senders the moment they can proceed.
 #include <cerrno>
 
 #include <fmt/format.h>
@@ -12,13 +14,15 @@ namespace ipcfs {
 using detail::Handle;
 using detail::Mailbox;
 using detail::MessageState;
+using detail::WaitKind;
+using detail::Waiter;
 
 void Engine::run(After& after) {
-  for (auto& f : after) f();
+  for (size_t i = 0; i < after.size(); ++i) after[i]();
   after.clear();
 }
 
-// REQUIRES: mutex_ held (for all below).
+// REQUIRES: mutex_ held (for everything below).
 Status Engine::reserveBytes(uint64_t n) {
   if (limits_.maxBytes != kUnlimited && (n > limits_.maxBytes || bytesUsed_ > limits_.maxBytes - n))
     return fail(ENOSPC);
@@ -27,6 +31,22 @@ Status Engine::reserveBytes(uint64_t n) {
 }
 
 void Engine::releaseBytes(uint64_t n) { bytesUsed_ -= std::min(n, bytesUsed_); }
+
+// A waiter keeps the id it was given (a receipt read that waited to send first goes on
+// waiting under the id the adapter registered for interrupts).
+WaiterId Engine::parkWaiter(Mailbox& box, std::list<Waiter>& list, Waiter w) {
+  if (w.id == 0) w.id = nextWaiter_++;
+  const WaiterId id = w.id;
+  if (w.kind == WaitKind::Receive) ++receiversWaiting_;
+  if (w.kind == WaitKind::Send || w.kind == WaitKind::Create) ++sendersWaiting_;
+  list.push_back(std::move(w));
+  waiterHomes_.emplace(id, &box);
+  return id;
+}
+
+bool Engine::hasRoom(const Mailbox& box) const {
+  return box.capacity == kUnlimited || box.queue.size() + box.reserved < box.capacity;
+}
 
 void Engine::enqueueTail(Mailbox& box, const MessagePtr& msg, After& after) {
   msg->order = ++box.tailKey;
@@ -65,11 +85,24 @@ void Engine::unqueue(Mailbox& box, const MessagePtr& msg) {
   queuedBytes_ -= msg->payload->size();
 }
 
-// The head message becomes the receiver's: no longer listed or receivable by others, but
-// its name stays taken until it is read to the end or comes back.
-void Engine::takeHead(Mailbox& box, Handle& h) {
-  MessagePtr msg = box.queue.begin()->second;
-  unqueue(box, msg);
+void Engine::assignSeqAndName(Mailbox& box, detail::Message& msg) {
+  msg.seq = box.nextSeq++;
+  if (msg.name.empty()) {
+    // Named by sequence number; skip numbers whose name a forwarded message already took.
+    msg.name = fmt::format("{:010}", msg.seq);
+    while (box.byName.contains(msg.name)) {
+      msg.seq = box.nextSeq++;
+      msg.name = fmt::format("{:010}", msg.seq);
+    }
+  }
+  msg.atime = msg.mtime = msg.ctime = now();
+  box.mtime = box.ctime = msg.mtime;
+  ++box.sent;
+}
+
+// The message now belongs to the receiver: not listed, not receivable by others, its name
+// still taken until it is read to the end or comes back.
+void Engine::takeInto(Mailbox& box, const MessagePtr& msg, Handle& h) {
   box.byName.emplace(msg->name, msg);
   msg->state = MessageState::InFlight;
   h.current = msg;
@@ -77,13 +110,42 @@ void Engine::takeHead(Mailbox& box, Handle& h) {
   h.atEnd = false;
 }
 
-Bytes Engine::takeChunk(Handle& h, size_t size) {
+// A message is there for a receiver: queued, or held by a blocked sender (rendezvous).
+bool Engine::canTake(const Mailbox& box) const {
+  if (!box.queue.empty()) return true;
+  for (const auto& w : box.senders)
+    if (w.kind == WaitKind::Send) return true;
+  return false;
+}
+
+// REQUIRES: canTake(box).
+void Engine::takeNext(Mailbox& box, Handle& h, pid_t reader, After& after) {
+  (void)reader;
+  if (!box.queue.empty()) {
+    MessagePtr msg = box.queue.begin()->second;
+    unqueue(box, msg);
+    takeInto(box, msg, h);
+    return;
+  }
+  // Straight from the longest-blocked sender: sender and receiver meet.
+  auto it = box.senders.begin();
+  while (it->kind != WaitKind::Send) ++it;
+  Waiter w = std::move(*it);
+  box.senders.erase(it);
+  waiterHomes_.erase(w.id);
+  --sendersWaiting_;
+  assignSeqAndName(box, *w.msg);
+  if (Handle* sender = handle(w.fh)) sent(*sender, w.msg, w.onStatus, w.onRead, w.size, after, w.id);
+  takeInto(box, w.msg, h);
+}
+
+Bytes Engine::takeChunk(Handle& h, size_t size, pid_t reader, After& after) {
   const auto& payload = h.current->payload;
   const size_t len = std::min(size, payload->size() - h.offset);
   Bytes chunk = Bytes::slice(payload, h.offset, len);
   h.offset += len;
   if (h.offset == payload->size()) {
-    finishMessage(h);
+    finishMessage(h, reader, after);
     // The read that returned the last bytes is followed by one returning 0 (end of
     // message); an empty message's end is the 0 this read returns.
     h.atEnd = len > 0;
@@ -91,14 +153,51 @@ Bytes Engine::takeChunk(Handle& h, size_t size) {
   return chunk;
 }
 
-// The receiver read the last byte: the message is gone.
-void Engine::finishMessage(Handle& h) {
+// The receiver read the last byte: the message is gone, and its sender may learn who took it.
+void Engine::finishMessage(Handle& h, pid_t reader, After& after) {
   Mailbox& box = *h.box;
   MessagePtr msg = std::move(h.current);
   if (auto it = box.byName.find(msg->name); it != box.byName.end() && it->second == msg) box.byName.erase(it);
   releaseBytes(msg->payload->size());
   ++box.received;
   h.offset = 0;
+  settleReceipt(*msg, fmt::format("delivered {} to {}\n", msg->seq, reader), after);
+}
+
+void Engine::settleReceipt(const detail::Message& msg, std::string line, After& after) {
+  if (msg.senderFh == 0) return;
+  Handle* h = handle(msg.senderFh);
+  if (!h || h->lastSentUid != msg.uid) return;
+  auto& receipts = h->box->receipts;
+  for (auto it = receipts.begin(); it != receipts.end(); ++it) {
+    if (it->fh != msg.senderFh) continue;
+    Waiter w = std::move(*it);
+    receipts.erase(it);
+    waiterHomes_.erase(w.id);
+    h->lastSentUid = 0;
+    auto text = std::make_shared<const std::string>(std::move(line));
+    after.push_back([done = std::move(w.onRead), chunk = Bytes::slice(text, 0, w.size)] { done(chunk); });
+    return;
+  }
+  h->receipt = std::move(line);
+}
+
+std::optional<WaiterId> Engine::parkReceipt(Handle& h, size_t size, ReadCompletion& done, After& after,
+                                            WaiterId reuse) {
+  if (h.receipt) {
+    auto text = std::make_shared<const std::string>(std::move(*h.receipt));
+    h.receipt.reset();
+    h.lastSentUid = 0;  // returned once; further reads return 0 until the next message
+    after.push_back([d = std::move(done), chunk = Bytes::slice(text, 0, size)] { d(chunk); });
+    return std::nullopt;
+  }
+  Waiter w;
+  w.kind = WaitKind::Receipt;
+  w.id = reuse;
+  w.fh = h.fh;
+  w.size = size;
+  w.onRead = std::move(done);
+  return parkWaiter(*h.box, h.box->receipts, std::move(w));
 }
 
 void Engine::wakePollers(Mailbox& box, After& after) {
@@ -106,56 +205,124 @@ void Engine::wakePollers(Mailbox& box, After& after) {
   box.pollers.clear();
 }
 
-// Hands queued messages to parked receivers, longest-waiting first.
+// The sender's message entered the mailbox (or a receiver's hands). A receipt read goes
+// on waiting, now for the message's fate; its waiter id is returned.
+std::optional<WaiterId> Engine::sent(Handle& h, const MessagePtr& msg, StatusCompletion& onStatus,
+                                     ReadCompletion& onRead, size_t readSize, After& after, WaiterId reuse) {
+  h.lastSentUid = msg->uid;
+  h.receipt.reset();
+  if (onStatus) after.push_back([done = std::move(onStatus)] { done(Status{}); });
+  if (!onRead) return std::nullopt;
+  ReadCompletion done = std::move(onRead);
+  return parkReceipt(h, readSize, done, after, reuse);
+}
+
+// Blocked creates and senders enter, in arrival order, while there is room.
+void Engine::admitSenders(Mailbox& box, After& after) {
+  while (!box.senders.empty()) {
+    Waiter& front = box.senders.front();
+    if (front.kind == WaitKind::Create ? (box.capacity != 0 && !hasRoom(box)) : !hasRoom(box)) break;
+    Waiter w = std::move(front);
+    box.senders.pop_front();
+    waiterHomes_.erase(w.id);
+    --sendersWaiting_;
+    if (w.kind == WaitKind::Create) {
+      auto created = createNow(box, w.name, w.flags, w.who);
+      after.push_back([done = std::move(w.onCreate), created] { done(created); });
+      continue;
+    }
+    assignSeqAndName(box, *w.msg);
+    enqueueTail(box, w.msg, after);
+    if (Handle* h = handle(w.fh)) sent(*h, w.msg, w.onStatus, w.onRead, w.size, after, w.id);
+  }
+}
+
+// Hands messages to parked receivers, longest-waiting first, letting blocked senders in
+// as room appears.
 void Engine::dispatch(Mailbox& box, After& after) {
-  while (!box.receivers.empty() && !box.queue.empty()) {
-    detail::Waiter w = std::move(box.receivers.front());
+  admitSenders(box, after);
+  while (!box.receivers.empty() && canTake(box)) {
+    Waiter w = std::move(box.receivers.front());
     box.receivers.pop_front();
     waiterHomes_.erase(w.id);
     --receiversWaiting_;
     Handle* h = handle(w.fh);
     h->parked.reset();
-    takeHead(box, *h);
-    after.push_back([done = std::move(w.done), chunk = takeChunk(*h, w.size)] { done(chunk); });
+    takeNext(box, *h, w.pid, after);
+    after.push_back([done = std::move(w.onRead), chunk = takeChunk(*h, w.size, w.pid, after)] { done(chunk); });
+    admitSenders(box, after);
   }
 }
 
-Status Engine::deliver(const MailboxPtr& box, MessagePtr msg, After& after) {
-  if (box->removed) return fail(EIDRM);
-  msg->seq = box->nextSeq++;
-  if (msg->name.empty()) {
-    // Named by sequence number; skip numbers whose name a forwarded message already took.
-    msg->name = fmt::format("{:010}", msg->seq);
-    while (box->byName.contains(msg->name)) {
-      msg->seq = box->nextSeq++;
-      msg->name = fmt::format("{:010}", msg->seq);
-    }
-  }
-  msg->atime = msg->mtime = msg->ctime = now();
-  box->mtime = box->ctime = msg->mtime;
-  ++box->sent;
-  enqueueTail(*box, msg, after);
-  dispatch(*box, after);
-  return {};
-}
-
-Status Engine::commitSend(Handle& h, After& after) {
+Engine::MessagePtr Engine::draftMessage(Handle& h) {
   auto msg = std::make_shared<detail::Message>();
   msg->uid = nextMessageUid_++;
   msg->payload = std::make_shared<std::string>(std::move(h.draft));
   msg->senderPid = h.writerPid;
   msg->uid_ = h.writerUid;
   msg->gid = h.writerGid;
+  msg->senderFh = h.fh;
   h.draft.clear();
   h.composing = false;
-  auto r = deliver(h.box, msg, after);
-  if (!r) releaseBytes(msg->payload->size());
-  return r;
+  return msg;
 }
 
-Status Engine::commitDropIn(Handle& h, After& after) {
-  h.delivered = true;
-  return deliver(h.box, h.dropIn, after);
+// Delivers `msg` from open file `h`: into the queue if there is room, straight to a waiting
+// receiver if not, else (unless non-blocking) parks the sender. On failure the message is
+// dropped whole. Exactly one of onStatus/onRead (or neither, from release) completes.
+std::optional<WaiterId> Engine::send(Handle& h, MessagePtr msg, StatusCompletion onStatus, ReadCompletion onRead,
+                                     size_t readSize, After& after) {
+  Mailbox& box = *h.box;
+  auto refuse = [&](int err) -> std::optional<WaiterId> {
+    releaseBytes(msg->payload->size());
+    if (msg->state == MessageState::Composing) {  // a drop-in: its name is free again
+      if (auto it = box.byName.find(msg->name); it != box.byName.end() && it->second == msg) box.byName.erase(it);
+      messages_.erase(msg->uid);
+    }
+    if (onStatus) after.push_back([done = std::move(onStatus), err] { done(fail(err)); });
+    if (onRead) after.push_back([done = std::move(onRead), err] { done(fail(err)); });
+    if (!onStatus && !onRead) ++discarded_;
+    return std::nullopt;
+  };
+  if (box.removed) return refuse(EIDRM);
+
+  if (msg->holdsPlace || (box.senders.empty() && hasRoom(box))) {
+    if (msg->holdsPlace) {
+      msg->holdsPlace = false;
+      --box.reserved;
+    }
+    assignSeqAndName(box, *msg);
+    enqueueTail(box, msg, after);
+    auto receiptWaiter = sent(h, msg, onStatus, onRead, readSize, after);
+    dispatch(box, after);
+    return receiptWaiter;
+  }
+  if (box.senders.empty() && !box.receivers.empty()) {
+    // Full (or capacity 0) but a receiver waits: it takes the message from our hands.
+    Waiter w = std::move(box.receivers.front());
+    box.receivers.pop_front();
+    waiterHomes_.erase(w.id);
+    --receiversWaiting_;
+    Handle* receiver = handle(w.fh);
+    receiver->parked.reset();
+    assignSeqAndName(box, *msg);
+    auto receiptWaiter = sent(h, msg, onStatus, onRead, readSize, after);
+    takeInto(box, msg, *receiver);
+    after.push_back(
+        [done = std::move(w.onRead), chunk = takeChunk(*receiver, w.size, w.pid, after)] { done(chunk); });
+    return receiptWaiter;
+  }
+  if (h.nonblock || (!onStatus && !onRead)) return refuse(EAGAIN);
+  Waiter w;
+  w.kind = WaitKind::Send;
+  w.fh = h.fh;
+  w.size = readSize;
+  w.msg = std::move(msg);
+  w.onStatus = std::move(onStatus);
+  w.onRead = std::move(onRead);
+  const WaiterId id = parkWaiter(box, box.senders, std::move(w));
+  wakePollers(box, after);  // a rendezvous sender makes .receive readable
+  return id;
 }
 
 }  // namespace ipcfs

@@ -119,19 +119,23 @@ Result<struct stat> Engine::statOf(uint64_t ino) const {
 }
 
 std::string Engine::renderMailboxStatus(const Mailbox& box) const {
+  std::string bound;
+  for (const auto& b : box.pair) bound += (bound.empty() ? "" : " ") + std::to_string(b.pid);
   return fmt::format(
-      "id: {}\nname: {}\nmessages: {}\nbytes: {}\ncapacity: unlimited\npolicy: any\nmax_msg_size: {}\n"
-      "receivers_waiting: {}\nsenders_waiting: 0\nsent: {}\nreceived: {}\nredelivered: {}\n",
-      box.id, box.name, box.queue.size(), box.queuedBytes, box.maxMsgSize, box.receivers.size(), box.sent,
-      box.received, box.redelivered);
+      "id: {}\nname: {}\nmessages: {}\nbytes: {}\ncapacity: {}\npolicy: {}\nbound: {}\nmax_msg_size: {}\n"
+      "receivers_waiting: {}\nsenders_waiting: {}\nreceipts_waiting: {}\nsent: {}\nreceived: {}\nredelivered: {}\n",
+      box.id, box.name, box.queue.size(), box.queuedBytes,
+      box.capacity == kUnlimited ? std::string("unlimited") : std::to_string(box.capacity),
+      detail::policyName(box.policy), bound.empty() ? "-" : bound, box.maxMsgSize, box.receivers.size(),
+      box.senders.size(), box.receipts.size(), box.sent, box.received, box.redelivered);
 }
 
 std::string Engine::renderRootStatus() const {
   const std::string maxBytes = limits_.maxBytes == kUnlimited ? "unlimited" : std::to_string(limits_.maxBytes);
   return fmt::format(
-      "mailboxes: {}\nmessages: {}\nbytes: {}\nreceivers_waiting: {}\nsenders_waiting: 0\npipes: 0\n"
+      "mailboxes: {}\nmessages: {}\nbytes: {}\nreceivers_waiting: {}\nsenders_waiting: {}\npipes: 0\n"
       "shm_segments: 0\nsemaphores: 0\ndiscarded: {}\nbytes_held: {}\nmax_bytes: {}\nopen_files: {}\n",
-      mailboxesById_.size(), queuedMessages_, queuedBytes_, receiversWaiting_, discarded_, bytesUsed_, maxBytes,
+      mailboxesById_.size(), queuedMessages_, queuedBytes_, receiversWaiting_, sendersWaiting_, discarded_, bytesUsed_, maxBytes,
       handles_.size());
 }
 

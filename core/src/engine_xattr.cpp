@@ -1,5 +1,6 @@
 // user.ipc.* extended attributes: settings of mailboxes, facts about messages.
 #include <cerrno>
+#include <optional>
 #include <string>
 
 #include "decimal.hpp"
@@ -11,7 +12,8 @@ namespace ipcfs {
 
 namespace {
 
-constexpr std::string_view kMailboxAttrs[] = {"user.ipc.id", "user.ipc.max_msg_size"};
+constexpr std::string_view kMailboxAttrs[] = {"user.ipc.id", "user.ipc.max_msg_size", "user.ipc.capacity",
+                                              "user.ipc.policy"};
 constexpr std::string_view kMessageAttrs[] = {"user.ipc.seq", "user.ipc.sender_pid", "user.ipc.redeliveries"};
 
 template <size_t N>
@@ -19,6 +21,27 @@ bool contains(const std::string_view (&names)[N], std::string_view name) {
   for (auto n : names)
     if (n == name) return true;
   return false;
+}
+
+std::string capacityText(uint64_t capacity) {
+  return capacity == kUnlimited ? std::string("unlimited") : std::to_string(capacity);
+}
+
+std::optional<uint64_t> parseCapacity(std::string_view value) {
+  std::string_view v = value;
+  if (!v.empty() && v.back() == '\n') v.remove_suffix(1);
+  if (v == "unlimited") return kUnlimited;
+  auto n = parseDecimal(value);
+  if (!n || *n == kUnlimited) return std::nullopt;
+  return n;
+}
+
+std::optional<detail::Policy> parsePolicy(std::string_view value) {
+  if (!value.empty() && value.back() == '\n') value.remove_suffix(1);
+  if (value == "any") return detail::Policy::Any;
+  if (value == "exclusive") return detail::Policy::Exclusive;
+  if (value == "pair") return detail::Policy::Pair;
+  return std::nullopt;
 }
 
 template <size_t N>
@@ -38,6 +61,8 @@ Result<std::string> Engine::getxattr(uint64_t ino, std::string_view name) {
   if (auto box = mailboxByIno(ino)) {
     if (name == "user.ipc.id") return std::to_string(box->id);
     if (name == "user.ipc.max_msg_size") return std::to_string(box->maxMsgSize);
+    if (name == "user.ipc.capacity") return capacityText(box->capacity);
+    if (name == "user.ipc.policy") return std::string(policyName(box->policy));
     return fail(ENODATA);
   }
   if (ino::kindOf(ino) == ino::Kind::Message) {
@@ -65,16 +90,40 @@ Result<std::string> Engine::listxattr(uint64_t ino) {
 }
 
 Status Engine::setxattr(uint64_t ino, std::string_view name, std::string_view value) {
-  std::lock_guard lock(mutex_);
-  if (auto box = mailboxByIno(ino)) {
+  After after;
+  Status result = [&]() -> Status {
+    std::lock_guard lock(mutex_);
+    auto box = mailboxByIno(ino);
+    if (!box) return setNodeXattr(ino, name);
     if (name == "user.ipc.max_msg_size") {
       auto v = parseDecimal(value);
       if (!v || *v > kMaxMaxMsgSize) return fail(EINVAL);
       box->maxMsgSize = *v;
       return {};
     }
+    if (name == "user.ipc.capacity") {
+      auto v = parseCapacity(value);
+      if (!v) return fail(EINVAL);
+      box->capacity = *v;
+      dispatch(*box, after);  // more room lets blocked senders in
+      return {};
+    }
+    if (name == "user.ipc.policy") {
+      auto p = parsePolicy(value);
+      if (!p) return fail(EINVAL);
+      // Applies to later opens; files already open keep working.
+      if (*p != box->policy) box->pair.clear();
+      box->policy = *p;
+      return {};
+    }
     return fail(contains(kMailboxAttrs, name) ? EPERM : ENOTSUP);
-  }
+  }();
+  run(after);
+  return result;
+}
+
+// REQUIRES: mutex_ held.
+Status Engine::setNodeXattr(uint64_t ino, std::string_view name) {
   if (ino::kindOf(ino) == ino::Kind::Message) {
     if (!messages_.contains(ino::idOf(ino))) return fail(ENOENT);
     return fail(contains(kMessageAttrs, name) ? EPERM : ENOTSUP);

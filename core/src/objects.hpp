@@ -10,6 +10,7 @@
 #include <memory>
 #include <string>
 #include <unordered_map>
+#include <vector>
 
 #include "ipcfs/engine.hpp"
 
@@ -34,13 +35,45 @@ struct Message {
   timespec atime{}, mtime{}, ctime{};
   uint32_t redeliveries = 0;
   int64_t order = 0;  // key in Mailbox::queue while Queued
+  uint64_t senderFh = 0;  // the .send file that sent it, for its receipt (0: none)
+  bool holdsPlace = false;  // a drop-in being written that took a place (Mailbox::reserved)
+};
+
+enum class WaitKind {
+  Receive,  // a read of .receive on an empty mailbox
+  Send,     // a close/fsync (or receipt read) whose message waits for room or a receiver
+  Create,   // a drop-in create waiting for a place in a full mailbox
+  Receipt,  // a read of .send (O_RDWR) waiting for its message's fate
 };
 
 struct Waiter {
+  WaitKind kind{};
   WaiterId id = 0;
-  uint64_t fh = 0;
-  size_t size = 0;
-  ReadCompletion done;
+  uint64_t fh = 0;  // the open file (Receive, Send, Receipt)
+  size_t size = 0;  // read size (Receive, Receipt)
+  pid_t pid = 0;    // the reader (Receive)
+  ReadCompletion onRead;      // Receive, Receipt; Send started by a receipt read
+  StatusCompletion onStatus;  // Send started by close/fsync
+  CreateCompletion onCreate;  // Create
+  std::shared_ptr<Message> msg;  // Send: the message waiting to enter
+  std::string name;              // Create
+  int flags = 0;                 // Create
+  Caller who;                    // Create
+};
+
+enum class Policy { Any, Exclusive, Pair };
+
+inline std::string_view policyName(Policy p) {
+  switch (p) {
+    case Policy::Exclusive: return "exclusive";
+    case Policy::Pair: return "pair";
+    default: return "any";
+  }
+}
+
+struct BoundProcess {
+  pid_t pid = 0;
+  uint64_t startTime = 0;
 };
 
 struct Mailbox {
@@ -59,7 +92,14 @@ struct Mailbox {
   std::map<uint64_t, std::shared_ptr<Message>> listed;  // by uid: stable readdir paging
   std::unordered_map<std::string, std::shared_ptr<Message>> byName;  // every state
   uint64_t queuedBytes = 0;
+  uint64_t capacity = kUnlimited;  // queued messages (plus places taken by drop-ins being written)
+  uint64_t reserved = 0;           // drop-ins being written that hold a place
+  Policy policy = Policy::Any;
+  std::map<pid_t, int> receiverOpens;  // open .receive files per process (exclusive)
+  std::vector<BoundProcess> pair;      // at most two (pair)
   std::list<Waiter> receivers;  // longest-waiting first
+  std::list<Waiter> senders;    // blocked senders and creates, in arrival order
+  std::list<Waiter> receipts;   // receipt reads waiting for their message's fate
   std::map<uint64_t, PollNotify> pollers;  // by handle
 
   uint64_t sent = 0, received = 0, redelivered = 0;
@@ -70,10 +110,13 @@ enum class HandleKind { Sender, DropIn, Receiver, Snapshot };
 // One open file.
 struct Handle {
   HandleKind kind{};
+  uint64_t fh = 0;
   std::shared_ptr<Mailbox> box;  // keeps a removed mailbox alive for its open files
   // Sender: the message being composed since the last delivery.
   std::string draft;
   bool composing = false;
+  bool nonblock = false;  // O_NONBLOCK as of the last read or write (FLUSH does not carry flags)
+  pid_t openerPid = 0;
   pid_t writerPid = 0;
   uid_t writerUid = 0;
   gid_t writerGid = 0;
@@ -88,6 +131,9 @@ struct Handle {
   size_t offset = 0;
   bool atEnd = false;  // the last byte was read; the next read returns 0
   std::optional<WaiterId> parked;
+  // Sender (receipts): the last message sent and what became of it.
+  uint64_t lastSentUid = 0;
+  std::optional<std::string> receipt;  // set when its fate is known; returned once
   // Snapshot: fixed bytes served by offset (message peeks, .status).
   std::shared_ptr<const std::string> snapshot;
 };

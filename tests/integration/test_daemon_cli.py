@@ -44,13 +44,13 @@ def _is_ipcfs_process(pid, argv):
         bool(argv) and os.path.basename(argv[0]) == "ipcfs")
 
 
-def daemon_pids(mountpoint):
+def daemon_pids(mountpoint, also=()):
     """Live ipcfs processes whose argv names this (test-unique) mountpoint or a path
     below it. The fusermount3 watcher of auto_unmount also names it: check the executable."""
     targets = (str(mountpoint), os.path.realpath(mountpoint))
 
     def names_target(arg):
-        return any(arg == t or arg.startswith(t + "/") for t in targets)
+        return arg in also or any(arg == t or arg.startswith(t + "/") for t in targets)
     found = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit() or int(entry) == os.getpid():
@@ -241,8 +241,8 @@ def test_bad_command_line_fails_with_one_line_error(tmp_path, case, mode):
         wait_until(lambda: not daemon_pids(mnt), timeout=5.0, what="no ipcfs process left")
     finally:
         leftovers = daemon_pids(mnt)
-        lazy_unmount(mnt)
-        lazy_unmount(mnt / "second")
+        for path in (mnt, mnt / "second", mnt / "a-file", mnt / "does-not-exist"):
+            lazy_unmount(path)
         kill_pids(leftovers)
 
 
@@ -289,6 +289,59 @@ def test_background_daemon_exits_on_sigterm(tmp_path):
         wait_until(lambda: not alive(pid), timeout=EXIT_DEADLINE_S,
                    what="background daemon to exit after SIGTERM")
         wait_until(lambda: not is_mounted(mnt), timeout=EXIT_DEADLINE_S, what="unmount")
+    finally:
+        lazy_unmount(mnt)
+        kill_pids([pid] if pid else daemon_pids(mnt))
+
+
+def test_background_mode_with_a_relative_mountpoint(tmp_path):
+    """The daemon changes directory when it backgrounds; a relative MOUNTPOINT must still
+    mean the directory it named in the caller's working directory."""
+    rel = f"relmnt-{os.getpid()}-{time.monotonic_ns()}"  # unique: found in /proc by it
+    mnt = tmp_path / rel
+    mnt.mkdir()
+    pids = []
+    try:
+        err_path = tmp_path / "rel.stderr"
+        with open(err_path, "wb") as err:
+            proc = subprocess.Popen([IPCFS_BIN, "-o", "auto_unmount", rel], cwd=tmp_path,
+                                    stdin=subprocess.DEVNULL, stdout=err, stderr=err)
+            try:
+                rc = proc.wait(timeout=RUN_DEADLINE_S)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=EXIT_DEADLINE_S)
+                pytest.fail("background ipcfs with a relative mountpoint did not return")
+        pids = daemon_pids(mnt, also=(rel,))
+        assert rc == 0, err_path.read_text(errors="replace")
+        os.stat(mnt / ".status")
+        assert is_mounted(mnt)
+        exercise(mnt, "relbox")
+        r = subprocess.run(["fusermount3", "-u", str(mnt)], capture_output=True,
+                           timeout=RUN_DEADLINE_S)
+        assert r.returncode == 0, r.stderr
+        for pid in pids:
+            wait_until(lambda: not alive(pid), timeout=EXIT_DEADLINE_S, what="daemon exit")
+    finally:
+        lazy_unmount(mnt)
+        kill_pids(pids or daemon_pids(mnt, also=(rel,)))
+
+
+def test_background_daemon_does_not_log_to_the_callers_stderr(tmp_path):
+    """Background logs go to syslog: nothing more reaches the stderr it was started with."""
+    mnt = tmp_path / "bgmnt"
+    mnt.mkdir()
+    pid = None
+    try:
+        rc, out, err = run_to_files([IPCFS_BIN, "-o", "auto_unmount", "--log-level", "trace",
+                                     str(mnt)], tmp_path, "bglog")
+        assert rc == 0, err
+        pids = daemon_pids(mnt)
+        assert len(pids) == 1
+        pid = pids[0]
+        before = (tmp_path / "bglog.stderr").stat().st_size
+        exercise(mnt, "bglogbox")
+        assert (tmp_path / "bglog.stderr").stat().st_size == before
     finally:
         lazy_unmount(mnt)
         kill_pids([pid] if pid else daemon_pids(mnt))

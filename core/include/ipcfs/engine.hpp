@@ -14,6 +14,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <list>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -26,6 +27,7 @@
 #include "ipcfs/bytes.hpp"
 #include "ipcfs/caller.hpp"
 #include "ipcfs/limits.hpp"
+#include "ipcfs/process_table.hpp"
 #include "ipcfs/result.hpp"
 
 namespace ipcfs {
@@ -38,7 +40,10 @@ struct Waiter;
 }  // namespace detail
 
 using WaiterId = uint64_t;
+struct Opened;
 using ReadCompletion = std::function<void(Result<Bytes>)>;
+using StatusCompletion = std::function<void(Status)>;
+using CreateCompletion = std::function<void(Result<std::pair<struct stat, Opened>>)>;
 using PollNotify = std::function<void()>;  // one-shot: "look again"; dropped unfired on release
 
 // How the adapter should open a file.
@@ -68,7 +73,7 @@ struct DirEntry {
 
 class Engine {
  public:
-  explicit Engine(Limits limits = {});
+  explicit Engine(Limits limits = {}, std::shared_ptr<ProcessTable> processes = systemProcessTable());
   ~Engine();
   Engine(const Engine&) = delete;
   Engine& operator=(const Engine&) = delete;
@@ -93,22 +98,29 @@ class Engine {
   Status removexattr(uint64_t ino, std::string_view name);
 
   // Files. `flags` are open(2) flags.
+  //
+  // Calls that may block take a completion: they either call it before returning (and
+  // return nullopt) or park a waiter and return its id; the completion then runs exactly
+  // once, from the thread that completes or cancels the waiter.
   Result<Opened> open(uint64_t ino, int flags, const Caller& who);
-  Result<std::pair<struct stat, Opened>> create(uint64_t parent, std::string_view name, mode_t mode, int flags,
-                                                const Caller& who);
-  // Either calls `done` before returning (and returns nullopt) or parks a waiter and
-  // returns its id; `done` then runs exactly once, from the thread that completes or
-  // cancels it.
-  std::optional<WaiterId> read(uint64_t fh, size_t size, off_t offset, bool nonblock, ReadCompletion done);
-  Result<size_t> write(uint64_t fh, std::string_view data, off_t offset, const Caller& who);
-  Status flush(uint64_t fh);  // a close() of one descriptor
-  Status fsync(uint64_t fh);
+  // A drop-in message file; waits for a place while the mailbox is full.
+  std::optional<WaiterId> create(uint64_t parent, std::string_view name, mode_t mode, int flags, const Caller& who,
+                                 CreateCompletion done);
+  // `reader` is the calling process (receipts name it).
+  std::optional<WaiterId> read(uint64_t fh, size_t size, off_t offset, bool nonblock, pid_t reader,
+                               ReadCompletion done);
+  Result<size_t> write(uint64_t fh, std::string_view data, off_t offset, bool nonblock, const Caller& who);
+  // A close() of one descriptor: delivers what was written since the last delivery,
+  // waiting for room (or, at capacity 0, for a receiver).
+  std::optional<WaiterId> flush(uint64_t fh, StatusCompletion done);
+  std::optional<WaiterId> fsync(uint64_t fh, StatusCompletion done);
   void release(uint64_t fh);  // the last close of the open file
-  // Readable now? If not and `notify` is given, it is kept (replacing an earlier one of
-  // this handle) and fired once when the handle may have become readable.
+  // Readable now? A given `notify` is kept (replacing an earlier one of this handle) and
+  // fired once at the next change that may make the handle readable.
   Result<bool> poll(uint64_t fh, PollNotify notify);
 
-  // Completes a parked waiter with EINTR; no-op if it already completed.
+  // Completes a parked waiter with EINTR (a blocked sender's message is then not
+  // queued); no-op if it already completed.
   void cancel(WaiterId id);
   // Completes every waiter with ESHUTDOWN and drops every poll notification.
   void shutdown();
@@ -134,21 +146,39 @@ class Engine {
   uint64_t addHandle(std::unique_ptr<detail::Handle> h);
   Status reserveBytes(uint64_t n);
   void releaseBytes(uint64_t n);
-  Status deliver(const MailboxPtr& box, MessagePtr msg, After& after);
   void enqueueTail(detail::Mailbox& box, const MessagePtr& msg, After& after);
   void requeueHead(detail::Mailbox& box, const MessagePtr& msg, After& after);
   void unqueue(detail::Mailbox& box, const MessagePtr& msg);
-  void takeHead(detail::Mailbox& box, detail::Handle& h);
+  void takeInto(detail::Mailbox& box, const MessagePtr& msg, detail::Handle& h);
+  bool canTake(const detail::Mailbox& box) const;
+  void takeNext(detail::Mailbox& box, detail::Handle& h, pid_t reader, After& after);
   void dispatch(detail::Mailbox& box, After& after);
-  Bytes takeChunk(detail::Handle& h, size_t size);
-  void finishMessage(detail::Handle& h);
+  void admitSenders(detail::Mailbox& box, After& after);
+  bool hasRoom(const detail::Mailbox& box) const;
+  Bytes takeChunk(detail::Handle& h, size_t size, pid_t reader, After& after);
+  void finishMessage(detail::Handle& h, pid_t reader, After& after);
+  void settleReceipt(const detail::Message& msg, std::string line, After& after);
   void wakePollers(detail::Mailbox& box, After& after);
-  Status commitSend(detail::Handle& h, After& after);
-  Status commitDropIn(detail::Handle& h, After& after);
+  MessagePtr draftMessage(detail::Handle& h);
+  void assignSeqAndName(detail::Mailbox& box, detail::Message& msg);
+  std::optional<WaiterId> send(detail::Handle& h, MessagePtr msg, StatusCompletion onStatus, ReadCompletion onRead,
+                               size_t readSize, After& after);
+  std::optional<WaiterId> sent(detail::Handle& h, const MessagePtr& msg, StatusCompletion& onStatus,
+                               ReadCompletion& onRead, size_t readSize, After& after, WaiterId reuse = 0);
+  std::optional<WaiterId> parkReceipt(detail::Handle& h, size_t size, ReadCompletion& done, After& after,
+                                      WaiterId reuse = 0);
+  Result<std::pair<struct stat, Opened>> createNow(detail::Mailbox& box, std::string_view name, int flags,
+                                                   const Caller& who);
+  Status checkPolicy(detail::Mailbox& box, pid_t pid, bool receiving);
+  void dropDeadPairMembers(detail::Mailbox& box) const;
+  void abandonDropIn(detail::Handle& h, After& after);
+  Status setNodeXattr(uint64_t ino, std::string_view name);
   void destroyMailbox(const MailboxPtr& box, After& after);
+  WaiterId parkWaiter(detail::Mailbox& box, std::list<detail::Waiter>& list, detail::Waiter w);
   static void run(After& after);
 
   const Limits limits_;
+  const std::shared_ptr<ProcessTable> processes_;
   // Lock order: mutex_ is a leaf; callbacks collected in `After` run after unlocking.
   mutable std::mutex mutex_;
   std::map<uint64_t, MailboxPtr> mailboxesById_;                  // GUARDED_BY(mutex_)
@@ -164,6 +194,7 @@ class Engine {
   uint64_t queuedMessages_ = 0;
   uint64_t queuedBytes_ = 0;
   uint64_t receiversWaiting_ = 0;
+  uint64_t sendersWaiting_ = 0;
   uint64_t discarded_ = 0;
   bool shutDown_ = false;
 };

@@ -1,4 +1,4 @@
-#include "parked_read.hpp"
+#include "parked_request.hpp"
 
 #include <cstdint>
 
@@ -9,40 +9,33 @@ namespace ipcfs::fs {
 namespace {
 
 // The waiter id travels as the callback's data: a completed id cancels nothing, so a late
-// interrupt racing with a delivery is harmless.
+// interrupt racing with a completion is harmless.
 void onInterrupt(fuse_req_t req, void* data) {
   fsOf(req).engine.cancel(static_cast<WaiterId>(reinterpret_cast<uintptr_t>(data)));
 }
 
 }  // namespace
 
-void ParkedRead::reply(const Result<Bytes>& result) {
-  if (result)
-    fuse_reply_buf(req_, result->view.data(), result->view.size());
-  else
-    fuse_reply_err(req_, static_cast<int>(result.error()));
-}
-
-void ParkedRead::complete(Result<Bytes> result) {
+void ParkedRequest::complete(Reply reply) {
   {
     std::lock_guard lock(mutex_);
     if (!armed_) {
-      early_ = std::move(result);
+      early_ = std::move(reply);
       return;
     }
   }
-  reply(result);
+  reply(req_);
 }
 
-void ParkedRead::arm(std::optional<WaiterId> waiter) {
+void ParkedRequest::arm(std::optional<WaiterId> waiter) {
   if (waiter) fuse_req_interrupt_func(req_, onInterrupt, reinterpret_cast<void*>(static_cast<uintptr_t>(*waiter)));
-  std::optional<Result<Bytes>> early;
+  Reply early;
   {
     std::lock_guard lock(mutex_);
     armed_ = true;
     early.swap(early_);
   }
-  if (early) reply(*early);
+  if (early) early(req_);
 }
 
 }  // namespace ipcfs::fs

@@ -1,0 +1,289 @@
+#!/usr/bin/env bash
+# shellcheck disable=SC2016,SC2012  # eval'd conditions expand when evaluated; ls output is our own names
+# End-to-end run of everything in examples/ against a real ipcfs mount.
+#
+#   bash tests/e2e/examples.sh PATH_TO_IPCFS
+#
+# Mounts ipcfs on a fresh temporary directory, runs the shell and Python examples
+# (each under `timeout`) and asserts their output exactly. No sleeps are used for
+# synchronisation: every wait polls a condition against a deadline. The daemon,
+# any example still running, the mount and the temporary directories are cleaned
+# up by an EXIT trap. The last line is "<passed> passed, <failed> failed"; the
+# exit status is non-zero if any check failed.
+set -uo pipefail
+
+if [[ $# -ne 1 ]]; then
+    echo "usage: bash $0 PATH_TO_IPCFS" >&2
+    exit 2
+fi
+IPCFS=$(realpath -- "$1")
+ROOT=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/../.." && pwd)
+EXAMPLES=$ROOT/examples
+PY=/usr/bin/python3
+T=20  # seconds any one example may run
+
+passed=0
+failed=0
+MNT=""
+WORK=""
+DAEMON_PID=""
+BG_PIDS=()
+
+# ---------------------------------------------------------------- helpers ----
+ok() { passed=$((passed + 1)); echo "ok   - $1"; }
+not_ok() {
+    failed=$((failed + 1))
+    echo "FAIL - $1" >&2
+    shift
+    local line
+    for line in "$@"; do printf '%s\n' "$line" | sed 's/^/       /' >&2; done
+}
+check() {  # check DESCRIPTION COMMAND...
+    local desc=$1
+    shift
+    if "$@"; then ok "$desc"; else not_ok "$desc" "command failed: $*"; fi
+}
+expect_eq() {  # expect_eq DESCRIPTION EXPECTED ACTUAL
+    if [[ "$2" == "$3" ]]; then
+        ok "$1"
+    else
+        not_ok "$1" "expected:" "$2" "actual:" "$3" \
+            "diff:" "$(diff <(printf '%s\n' "$2") <(printf '%s\n' "$3"))"
+    fi
+}
+fatal() { not_ok "$1" "${@:2}"; exit 1; }
+
+now_ms() { echo $((${EPOCHREALTIME/./} / 1000)); }
+wait_until() {  # wait_until SECONDS COMMAND... : poll COMMAND until it succeeds or the deadline passes
+    local deadline=$(($(now_ms) + $1 * 1000))
+    shift
+    until "$@"; do
+        (($(now_ms) > deadline)) && return 1
+        sleep 0.02  # polling interval, not synchronisation
+    done
+}
+# A child that has exited stays a zombie until `wait`: "alive" means not a zombie.
+alive() {
+    local stat
+    stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+    stat=${stat##*) }
+    [[ ${stat:0:1} != Z ]]
+}
+is_mounted() {  # read mountinfo rather than stat the mount point (never blocks on FUSE)
+    awk -v m="$1" '$5 == m { found = 1 } END { exit !found }' /proc/self/mountinfo
+}
+status_field() {  # status_field MAILBOX_DIR KEY
+    awk -v k="$2:" '$1 == k { print $2 }' "$1/.status"
+}
+status_is() { [[ "$(status_field "$1" "$2")" == "$3" ]]; }
+line_count_is() { [[ -f $1 && $(wc -l < "$1") -ge $2 ]]; }
+file_has() { grep -q -- "$2" "$1" 2>/dev/null; }
+jobs_1_to() { local i; for ((i = 1; i <= $1; i++)); do echo "job $i"; done; }
+listing() { ls -- "$1" | tr '\n' ' ' | sed 's/ $//'; }
+
+run_bg() {  # run_bg NAME COMMAND... : start under timeout, output in $WORK/NAME.{out,err}
+    local name=$1
+    shift
+    timeout "$T" "$@" >"$WORK/$name.out" 2>"$WORK/$name.err" &
+    LAST_PID=$!
+    BG_PIDS+=("$LAST_PID")
+}
+finish() {  # finish PID : wait for a background example, return its exit status
+    wait "$1"
+}
+run_fg() {  # run_fg NAME COMMAND... : run under timeout, output in $WORK/NAME.{out,err}
+    local name=$1
+    shift
+    timeout "$T" "$@" >"$WORK/$name.out" 2>"$WORK/$name.err"
+}
+expect_exit0() {  # expect_exit0 DESCRIPTION STATUS NAME
+    if [[ $2 -eq 0 ]]; then
+        ok "$1"
+    else
+        local why="exit status $2"
+        [[ $2 -eq 124 ]] && why="timed out after ${T}s (exit 124)"
+        not_ok "$1" "$why" "stderr:" "$(cat "$WORK/$3.err" 2>/dev/null)"
+    fi
+}
+expect_empty_mailbox() {  # expect_empty_mailbox DESCRIPTION MAILBOX_DIR
+    local l s
+    l=$(listing "$2")
+    s=$(status_field "$2" messages)
+    if [[ -z $l && $s == 0 ]]; then ok "$1"; else not_ok "$1" "ls: '$l'" ".status messages: '$s'"; fi
+}
+
+# ---------------------------------------------------------------- cleanup ----
+cleanup() {
+    local rc=$?
+    trap - EXIT INT TERM
+    local pid
+    for pid in "${BG_PIDS[@]}"; do
+        if alive "$pid"; then kill -TERM "$pid" 2>/dev/null; fi
+        wait "$pid" 2>/dev/null
+    done
+    if [[ -n $DAEMON_PID ]]; then
+        if alive "$DAEMON_PID"; then
+            kill -TERM "$DAEMON_PID" 2>/dev/null
+            if ! wait_until 10 eval '! alive "$DAEMON_PID"'; then
+                not_ok "daemon exits within 10 s of SIGTERM" "sending SIGKILL to pid $DAEMON_PID"
+                kill -KILL "$DAEMON_PID" 2>/dev/null
+            fi
+            wait "$DAEMON_PID"
+            local st=$?
+            if [[ $st -eq 0 ]]; then ok "daemon exits 0 on SIGTERM"; else
+                not_ok "daemon exits 0 on SIGTERM" "exit status $st" "log tail:" "$(tail -n 20 "$WORK/ipcfs.log" 2>/dev/null)"
+            fi
+        else
+            wait "$DAEMON_PID" 2>/dev/null
+        fi
+    fi
+    if [[ -n $MNT ]]; then
+        if is_mounted "$MNT"; then
+            not_ok "no mount left behind after the daemon exited" "lazy-unmounting $MNT"
+            fusermount3 -u -z "$MNT" 2>/dev/null
+        elif [[ -n $DAEMON_PID ]]; then
+            ok "no mount left behind after the daemon exited"
+        fi
+        is_mounted "$MNT" || rmdir -- "$MNT" 2>/dev/null
+    fi
+    [[ -n $WORK ]] && rm -rf -- "$WORK"
+    echo "$passed passed, $failed failed"
+    if ((failed > 0)); then exit 1; fi
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# ------------------------------------------------------------------ mount ----
+[[ -x $IPCFS ]] || fatal "ipcfs binary is executable" "not found or not executable: $IPCFS"
+WORK=$(mktemp -d -t ipcfs-e2e-work.XXXXXX)
+MNT=$(mktemp -d -t ipcfs-e2e-mnt.XXXXXX)
+"$IPCFS" -f -o auto_unmount "$MNT" >"$WORK/ipcfs.log" 2>&1 &
+DAEMON_PID=$!
+if ! wait_until 10 eval 'is_mounted "$MNT" || ! alive "$DAEMON_PID"' || ! is_mounted "$MNT"; then
+    fatal "ipcfs mounts $MNT within 10 s" "daemon log:" "$(cat "$WORK/ipcfs.log")"
+fi
+ok "ipcfs mounts $MNT (daemon pid $DAEMON_PID)"
+MB=$MNT/mailboxes
+
+# ------------------------------------------- shell: consumer waits first ----
+echo "# shell consumer started first, then shell producer"
+check "mkdir mailboxes/shell-jobs" mkdir "$MB/shell-jobs"
+run_bg shell-consumer bash "$EXAMPLES/shell/consumer.sh" "$MB/shell-jobs" 5
+cons=$LAST_PID
+check "shell consumer blocks on the empty mailbox (.status receivers_waiting: 1)" \
+    wait_until 5 status_is "$MB/shell-jobs" receivers_waiting 1
+run_fg shell-producer bash "$EXAMPLES/shell/producer.sh" "$MB/shell-jobs" 5
+expect_exit0 "shell producer exits 0" $? shell-producer
+finish "$cons"
+expect_exit0 "shell consumer exits 0" $? shell-consumer
+expect_eq "shell consumer printed job 1..5 in order" "$(jobs_1_to 5)" "$(cat "$WORK/shell-consumer.out")"
+expect_empty_mailbox "mailbox shell-jobs is empty afterwards" "$MB/shell-jobs"
+
+# ------------------------------------------- shell: messages queued first ----
+echo "# shell producer first: messages queue up as files, then shell consumer"
+check "mkdir mailboxes/shell-queued" mkdir "$MB/shell-queued"
+run_fg shell-producer2 bash "$EXAMPLES/shell/producer.sh" "$MB/shell-queued" 3
+expect_exit0 "shell producer exits 0" $? shell-producer2
+expect_eq "ls lists the 3 queued messages" "0000000001 0000000002 0000000003" "$(listing "$MB/shell-queued")"
+expect_eq "cat of message 0000000002 peeks 'job 2'" "job 2" "$(cat "$MB/shell-queued/0000000002")"
+run_fg shell-consumer2 bash "$EXAMPLES/shell/consumer.sh" "$MB/shell-queued" 3
+expect_exit0 "shell consumer exits 0" $? shell-consumer2
+expect_eq "shell consumer printed job 1..3 in order (peek took nothing)" "$(jobs_1_to 3)" "$(cat "$WORK/shell-consumer2.out")"
+expect_empty_mailbox "mailbox shell-queued is empty afterwards" "$MB/shell-queued"
+
+# ------------------------------------------ python: consumer waits first ----
+echo "# python consumer (one open .receive) started first, then python producer"
+check "mkdir mailboxes/py-jobs" mkdir "$MB/py-jobs"
+run_bg py-consumer "$PY" "$EXAMPLES/python/consumer.py" "$MB/py-jobs" 20
+cons=$LAST_PID
+check "python consumer blocks on the empty mailbox (.status receivers_waiting: 1)" \
+    wait_until 5 status_is "$MB/py-jobs" receivers_waiting 1
+run_fg py-producer "$PY" "$EXAMPLES/python/producer.py" "$MB/py-jobs" 20
+expect_exit0 "python producer exits 0" $? py-producer
+finish "$cons"
+expect_exit0 "python consumer exits 0" $? py-consumer
+expect_eq "python consumer printed job 1..20 in order" "$(jobs_1_to 20)" "$(cat "$WORK/py-consumer.out")"
+expect_empty_mailbox "mailbox py-jobs is empty afterwards" "$MB/py-jobs"
+expect_eq "py-jobs .status: received 20" "20" "$(status_field "$MB/py-jobs" received)"
+
+# ------------------------------ python: consumer takes exactly N, no more ----
+echo "# python consumer takes exactly N of the queued messages"
+check "mkdir mailboxes/py-partial" mkdir "$MB/py-partial"
+run_fg py-producer2 "$PY" "$EXAMPLES/python/producer.py" "$MB/py-partial" 5
+expect_exit0 "python producer exits 0" $? py-producer2
+expect_eq "ls lists the 5 queued messages" \
+    "0000000001 0000000002 0000000003 0000000004 0000000005" "$(listing "$MB/py-partial")"
+run_fg py-consumer2 "$PY" "$EXAMPLES/python/consumer.py" "$MB/py-partial" 3
+expect_exit0 "python consumer exits 0" $? py-consumer2
+expect_eq "python consumer printed job 1..3 in order" "$(jobs_1_to 3)" "$(cat "$WORK/py-consumer2.out")"
+expect_eq "messages 4 and 5 are still queued (nothing taken past N)" \
+    "0000000004 0000000005" "$(listing "$MB/py-partial")"
+expect_eq "py-partial .status: messages 2" "2" "$(status_field "$MB/py-partial" messages)"
+expect_eq "py-partial .status: redelivered 0" "0" "$(status_field "$MB/py-partial" redelivered)"
+run_fg py-consumer3 "$PY" "$EXAMPLES/python/consumer.py" "$MB/py-partial" 2
+expect_exit0 "python consumer exits 0" $? py-consumer3
+expect_eq "a second python consumer printed job 4..5" "$(printf 'job 4\njob 5')" "$(cat "$WORK/py-consumer3.out")"
+expect_empty_mailbox "mailbox py-partial is empty afterwards" "$MB/py-partial"
+
+# --------------------------------------------------- mixed languages ----
+echo "# shell producer -> python consumer, python producer -> shell consumer"
+check "mkdir mailboxes/mixed" mkdir "$MB/mixed"
+run_bg mix-py-consumer "$PY" "$EXAMPLES/python/consumer.py" "$MB/mixed" 4
+cons=$LAST_PID
+check "python consumer waits (.status receivers_waiting: 1)" wait_until 5 status_is "$MB/mixed" receivers_waiting 1
+run_fg mix-sh-producer bash "$EXAMPLES/shell/producer.sh" "$MB/mixed" 4
+expect_exit0 "shell producer exits 0" $? mix-sh-producer
+finish "$cons"
+expect_exit0 "python consumer exits 0" $? mix-py-consumer
+expect_eq "python consumer printed the shell producer's job 1..4" "$(jobs_1_to 4)" "$(cat "$WORK/mix-py-consumer.out")"
+run_bg mix-sh-consumer bash "$EXAMPLES/shell/consumer.sh" "$MB/mixed" 4
+cons=$LAST_PID
+check "shell consumer waits (.status receivers_waiting: 1)" wait_until 5 status_is "$MB/mixed" receivers_waiting 1
+run_fg mix-py-producer "$PY" "$EXAMPLES/python/producer.py" "$MB/mixed" 4
+expect_exit0 "python producer exits 0" $? mix-py-producer
+finish "$cons"
+expect_exit0 "shell consumer exits 0" $? mix-sh-consumer
+expect_eq "shell consumer printed the python producer's job 1..4" "$(jobs_1_to 4)" "$(cat "$WORK/mix-sh-consumer.out")"
+expect_empty_mailbox "mailbox mixed is empty afterwards" "$MB/mixed"
+
+# ------------------------------------------------------------ poll_wait ----
+echo "# poll_wait: one epoll loop over three mailboxes"
+for m in red green blue; do check "mkdir mailboxes/$m" mkdir "$MB/$m"; done
+echo "early" > "$MB/green/.send"
+run_bg poll-wait "$PY" "$EXAMPLES/python/poll_wait.py" -n 13 "$MB/red" "$MB/green" "$MB/blue"
+pw=$LAST_PID
+check "poll_wait registered all three mailboxes" \
+    wait_until 5 file_has "$WORK/poll-wait.err" "^poll_wait: waiting on red, green, blue$"
+check "poll_wait reports the message queued before it started" wait_until 5 line_count_is "$WORK/poll-wait.out" 1
+expect_eq "poll_wait's first line is 'green: early'" "green: early" "$(head -n 1 "$WORK/poll-wait.out")"
+# One at a time: each must wake the waiting epoll loop on its own.
+k=1
+for pair in red:r1 blue:b1 green:g1 blue:b2 red:r2 green:g2; do
+    box=${pair%%:*} msg=${pair#*:}
+    echo "$msg" > "$MB/$box/.send"
+    k=$((k + 1))
+    check "poll_wait wakes for '$msg' sent to $box while it waits" \
+        wait_until 5 line_count_is "$WORK/poll-wait.out" "$k"
+done
+# A burst: several messages per mailbox queued at once.
+for box in red green blue; do
+    echo "${box:0:1}3" > "$MB/$box/.send"
+    echo "${box:0:1}4" > "$MB/$box/.send"
+done
+finish "$pw"
+expect_exit0 "poll_wait exits 0 after 13 messages" $? poll-wait
+expected_pw=$(printf '%s\n' "green: early" "red: r1" "blue: b1" "green: g1" "blue: b2" "red: r2" "green: g2" \
+    "red: r3" "red: r4" "green: g3" "green: g4" "blue: b3" "blue: b4" | sort)
+expect_eq "poll_wait saw every message exactly once" "$expected_pw" "$(sort "$WORK/poll-wait.out")"
+expect_eq "poll_wait printed the 7 one-at-a-time messages in sending order" \
+    "$(printf '%s\n' "green: early" "red: r1" "blue: b1" "green: g1" "blue: b2" "red: r2" "green: g2")" \
+    "$(head -n 7 "$WORK/poll-wait.out")"
+expect_eq "poll_wait: red's messages in order" "$(printf 'red: r%d\n' 1 2 3 4)" "$(grep '^red: ' "$WORK/poll-wait.out")"
+expect_eq "poll_wait: green's messages in order" "$(printf '%s\n' 'green: early' 'green: g1' 'green: g2' 'green: g3' 'green: g4')" \
+    "$(grep '^green: ' "$WORK/poll-wait.out")"
+expect_eq "poll_wait: blue's messages in order" "$(printf 'blue: b%d\n' 1 2 3 4)" "$(grep '^blue: ' "$WORK/poll-wait.out")"
+for m in red green blue; do expect_empty_mailbox "mailbox $m is empty afterwards" "$MB/$m"; done
+expect_eq "root .status: receivers_waiting 0 at the end" "0" "$(status_field "$MNT" receivers_waiting)"
+expect_eq "root .status: messages 0 at the end" "0" "$(status_field "$MNT" messages)"
