@@ -1,5 +1,4 @@
 #!/usr/bin/env bash
-# shellcheck disable=SC2016,SC2012  # eval'd conditions expand when evaluated; ls output is our own names
 # End-to-end run of everything in examples/ against a real ipcfs mount.
 #
 #   bash tests/e2e/examples.sh PATH_TO_IPCFS
@@ -12,75 +11,15 @@
 # exit status is non-zero if any check failed.
 set -uo pipefail
 
-if [[ $# -ne 1 ]]; then
-    echo "usage: bash $0 PATH_TO_IPCFS" >&2
-    exit 2
-fi
-IPCFS=$(realpath -- "$1")
+# shellcheck source-path=SCRIPTDIR source=lib/common.sh
+source "$(dirname -- "${BASH_SOURCE[0]}")/lib/common.sh"
 ROOT=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/../.." && pwd)
 EXAMPLES=$ROOT/examples
 PY=/usr/bin/python3
 T=20  # seconds any one example may run
-
-passed=0
-failed=0
-MNT=""
-WORK=""
-DAEMON_PID=""
-BG_PIDS=()
+CLEANUP_CHECKS_DAEMON=1  # stopping the daemon with SIGTERM at the end is itself checked
 
 # ---------------------------------------------------------------- helpers ----
-ok() { passed=$((passed + 1)); echo "ok   - $1"; }
-not_ok() {
-    failed=$((failed + 1))
-    echo "FAIL - $1" >&2
-    shift
-    local line
-    for line in "$@"; do printf '%s\n' "$line" | sed 's/^/       /' >&2; done
-}
-check() {  # check DESCRIPTION COMMAND...
-    local desc=$1
-    shift
-    if "$@"; then ok "$desc"; else not_ok "$desc" "command failed: $*"; fi
-}
-expect_eq() {  # expect_eq DESCRIPTION EXPECTED ACTUAL
-    if [[ "$2" == "$3" ]]; then
-        ok "$1"
-    else
-        not_ok "$1" "expected:" "$2" "actual:" "$3" \
-            "diff:" "$(diff <(printf '%s\n' "$2") <(printf '%s\n' "$3"))"
-    fi
-}
-fatal() { not_ok "$1" "${@:2}"; exit 1; }
-
-now_ms() { echo $((${EPOCHREALTIME/./} / 1000)); }
-wait_until() {  # wait_until SECONDS COMMAND... : poll COMMAND until it succeeds or the deadline passes
-    local deadline=$(($(now_ms) + $1 * 1000))
-    shift
-    until "$@"; do
-        (($(now_ms) > deadline)) && return 1
-        sleep 0.02  # polling interval, not synchronisation
-    done
-}
-# A child that has exited stays a zombie until `wait`: "alive" means not a zombie.
-alive() {
-    local stat
-    stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
-    stat=${stat##*) }
-    [[ ${stat:0:1} != Z ]]
-}
-is_mounted() {  # read mountinfo rather than stat the mount point (never blocks on FUSE)
-    awk -v m="$1" '$5 == m { found = 1 } END { exit !found }' /proc/self/mountinfo
-}
-status_field() {  # status_field MAILBOX_DIR KEY
-    awk -v k="$2:" '$1 == k { print $2 }' "$1/.status"
-}
-status_is() { [[ "$(status_field "$1" "$2")" == "$3" ]]; }
-line_count_is() { [[ -f $1 && $(wc -l < "$1") -ge $2 ]]; }
-file_has() { grep -q -- "$2" "$1" 2>/dev/null; }
-jobs_1_to() { local i; for ((i = 1; i <= $1; i++)); do echo "job $i"; done; }
-listing() { ls -- "$1" | tr '\n' ' ' | sed 's/ $//'; }
-
 run_bg() {  # run_bg NAME COMMAND... : start under timeout, output in $WORK/NAME.{out,err}
     local name=$1
     shift
@@ -112,59 +51,8 @@ expect_empty_mailbox() {  # expect_empty_mailbox DESCRIPTION MAILBOX_DIR
     if [[ -z $l && $s == 0 ]]; then ok "$1"; else not_ok "$1" "ls: '$l'" ".status messages: '$s'"; fi
 }
 
-# ---------------------------------------------------------------- cleanup ----
-cleanup() {
-    local rc=$?
-    trap - EXIT INT TERM
-    local pid
-    for pid in "${BG_PIDS[@]}"; do
-        if alive "$pid"; then kill -TERM "$pid" 2>/dev/null; fi
-        wait "$pid" 2>/dev/null
-    done
-    if [[ -n $DAEMON_PID ]]; then
-        if alive "$DAEMON_PID"; then
-            kill -TERM "$DAEMON_PID" 2>/dev/null
-            if ! wait_until 10 eval '! alive "$DAEMON_PID"'; then
-                not_ok "daemon exits within 10 s of SIGTERM" "sending SIGKILL to pid $DAEMON_PID"
-                kill -KILL "$DAEMON_PID" 2>/dev/null
-            fi
-            wait "$DAEMON_PID"
-            local st=$?
-            if [[ $st -eq 0 ]]; then ok "daemon exits 0 on SIGTERM"; else
-                not_ok "daemon exits 0 on SIGTERM" "exit status $st" "log tail:" "$(tail -n 20 "$WORK/ipcfs.log" 2>/dev/null)"
-            fi
-        else
-            wait "$DAEMON_PID" 2>/dev/null
-        fi
-    fi
-    if [[ -n $MNT ]]; then
-        if is_mounted "$MNT"; then
-            not_ok "no mount left behind after the daemon exited" "lazy-unmounting $MNT"
-            fusermount3 -u -z "$MNT" 2>/dev/null
-        elif [[ -n $DAEMON_PID ]]; then
-            ok "no mount left behind after the daemon exited"
-        fi
-        is_mounted "$MNT" || rmdir -- "$MNT" 2>/dev/null
-    fi
-    [[ -n $WORK ]] && rm -rf -- "$WORK"
-    echo "$passed passed, $failed failed"
-    if ((failed > 0)); then exit 1; fi
-    exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
 # ------------------------------------------------------------------ mount ----
-[[ -x $IPCFS ]] || fatal "ipcfs binary is executable" "not found or not executable: $IPCFS"
-WORK=$(mktemp -d -t ipcfs-e2e-work.XXXXXX)
-MNT=$(mktemp -d -t ipcfs-e2e-mnt.XXXXXX)
-"$IPCFS" -f -o auto_unmount "$MNT" >"$WORK/ipcfs.log" 2>&1 &
-DAEMON_PID=$!
-if ! wait_until 10 eval 'is_mounted "$MNT" || ! alive "$DAEMON_PID"' || ! is_mounted "$MNT"; then
-    fatal "ipcfs mounts $MNT within 10 s" "daemon log:" "$(cat "$WORK/ipcfs.log")"
-fi
-ok "ipcfs mounts $MNT (daemon pid $DAEMON_PID)"
+mount_ipcfs e2e
 MB=$MNT/mailboxes
 
 # ------------------------------------------- shell: consumer waits first ----

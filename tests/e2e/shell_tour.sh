@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# shellcheck disable=SC2016,SC2012  # eval'd conditions expand when evaluated; ls output is our own names
+# shellcheck disable=SC2016  # eval'd conditions expand when evaluated
 # The README's one-minute tour, asserted step by step against a real ipcfs mount.
 #
 #   bash tests/e2e/shell_tour.sh PATH_TO_IPCFS
@@ -15,72 +15,13 @@
 # "<passed> passed, <failed> failed"; the exit status is non-zero if any check failed.
 set -uo pipefail
 
-if [[ $# -ne 1 ]]; then
-    echo "usage: bash $0 PATH_TO_IPCFS" >&2
-    exit 2
-fi
-IPCFS=$(realpath -- "$1")
+# shellcheck source-path=SCRIPTDIR source=lib/common.sh
+source "$(dirname -- "${BASH_SOURCE[0]}")/lib/common.sh"
 PY=/usr/bin/python3
-
-passed=0
-failed=0
-MNT=""
-WORK=""
-DAEMON_PID=""
-BG_PIDS=()
+# The tour unmounts and reaps the daemon itself (reap_daemon); cleanup only stops a leftover one.
+CLEANUP_CHECKS_DAEMON=0
 
 # ---------------------------------------------------------------- helpers ----
-ok() { passed=$((passed + 1)); echo "ok   - $1"; }
-not_ok() {
-    failed=$((failed + 1))
-    echo "FAIL - $1" >&2
-    shift
-    local line
-    for line in "$@"; do printf '%s\n' "$line" | sed 's/^/       /' >&2; done
-}
-check() {  # check DESCRIPTION COMMAND...
-    local desc=$1
-    shift
-    if "$@"; then ok "$desc"; else not_ok "$desc" "command failed: $*"; fi
-}
-expect_eq() {  # expect_eq DESCRIPTION EXPECTED ACTUAL
-    if [[ "$2" == "$3" ]]; then
-        ok "$1"
-    else
-        not_ok "$1" "expected:" "$2" "actual:" "$3" \
-            "diff:" "$(diff <(printf '%s\n' "$2") <(printf '%s\n' "$3"))"
-    fi
-}
-fatal() { not_ok "$1" "${@:2}"; exit 1; }
-
-now_ms() { echo $((${EPOCHREALTIME/./} / 1000)); }
-wait_until() {  # wait_until SECONDS COMMAND... : poll COMMAND until it succeeds or the deadline passes
-    local deadline=$(($(now_ms) + $1 * 1000))
-    shift
-    until "$@"; do
-        (($(now_ms) > deadline)) && return 1
-        sleep 0.02  # polling interval, not synchronisation
-    done
-}
-# A child that has exited stays a zombie until `wait`: "alive" means not a zombie.
-alive() {
-    local stat
-    stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
-    stat=${stat##*) }
-    [[ ${stat:0:1} != Z ]]
-}
-is_mounted() {  # read mountinfo rather than stat the mount point (never blocks on FUSE)
-    awk -v m="$1" '$5 == m { found = 1 } END { exit !found }' /proc/self/mountinfo
-}
-status_field() {  # status_field MAILBOX_DIR KEY
-    awk -v k="$2:" '$1 == k { print $2 }' "$1/.status"
-}
-status_is() { [[ "$(status_field "$1" "$2")" == "$3" ]]; }
-line_count_is() { [[ -f $1 && $(wc -l < "$1") -ge $2 ]]; }
-file_has() { grep -q -- "$2" "$1" 2>/dev/null; }
-jobs_1_to() { local i; for ((i = 1; i <= $1; i++)); do echo "job $i"; done; }
-listing() { ls -- "$1" | tr '\n' ' ' | sed 's/ $//'; }
-
 # Prefix that runs a command with SIGINT at its default action. Bash starts background
 # commands of a non-interactive script with SIGINT ignored, and `cat` would inherit that;
 # this is what makes `kill -INT` behave like Ctrl-C on a foreground `cat`. It is an array,
@@ -111,51 +52,8 @@ reap_daemon() {  # wait for the daemon to exit on its own; sets DAEMON_STATUS
     fi
 }
 
-# ---------------------------------------------------------------- cleanup ----
-cleanup() {
-    local rc=$?
-    trap - EXIT INT TERM
-    local pid
-    for pid in "${BG_PIDS[@]}"; do
-        if alive "$pid"; then kill -TERM "$pid" 2>/dev/null; fi
-        wait "$pid" 2>/dev/null
-    done
-    if [[ -n $DAEMON_PID ]]; then  # still ours to stop (the tour's own unmount did not happen or failed)
-        if alive "$DAEMON_PID"; then
-            kill -TERM "$DAEMON_PID" 2>/dev/null
-            if ! wait_until 10 eval '! alive "$DAEMON_PID"'; then
-                not_ok "daemon exits within 10 s of SIGTERM" "sending SIGKILL to pid $DAEMON_PID"
-                kill -KILL "$DAEMON_PID" 2>/dev/null
-            fi
-        fi
-        wait "$DAEMON_PID" 2>/dev/null
-    fi
-    if [[ -n $MNT ]]; then
-        if is_mounted "$MNT"; then
-            not_ok "no mount left behind" "lazy-unmounting $MNT"
-            fusermount3 -u -z "$MNT" 2>/dev/null
-        fi
-        is_mounted "$MNT" || rmdir -- "$MNT" 2>/dev/null
-    fi
-    [[ -n $WORK ]] && rm -rf -- "$WORK"
-    echo "$passed passed, $failed failed"
-    if ((failed > 0)); then exit 1; fi
-    exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
 # ------------------------------------------------------------------ mount ----
-[[ -x $IPCFS ]] || fatal "ipcfs binary is executable" "not found or not executable: $IPCFS"
-WORK=$(mktemp -d -t ipcfs-tour-work.XXXXXX)
-MNT=$(mktemp -d -t ipcfs-tour-mnt.XXXXXX)
-"$IPCFS" -f -o auto_unmount "$MNT" >"$WORK/ipcfs.log" 2>&1 &
-DAEMON_PID=$!
-if ! wait_until 10 eval 'is_mounted "$MNT" || ! alive "$DAEMON_PID"' || ! is_mounted "$MNT"; then
-    fatal "ipcfs mounts $MNT within 10 s" "daemon log:" "$(cat "$WORK/ipcfs.log")"
-fi
-ok "ipcfs mounts $MNT (daemon pid $DAEMON_PID)"
+mount_ipcfs tour
 BOX=$MNT/mailboxes/orders
 
 # ------------------------------------------------------------------- tour ----

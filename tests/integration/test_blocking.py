@@ -5,7 +5,9 @@ a mailbox with a waiter.
 Contract: spec/interface.md, "Mailboxes" (Receive, Blocking) and "Everywhere". A reader is
 known to be blocked when the mailbox's .status shows it in receivers_waiting; no sleeps are
 used as synchronisation, and every blocking step has a deadline."""
+import ctypes
 import errno
+import fcntl
 import os
 import select
 import signal
@@ -339,7 +341,6 @@ def test_interrupted_reader_can_read_again_on_the_same_fd(mailbox):
     result = []
 
     def reader():
-        import ctypes
         libc = ctypes.CDLL(None, use_errno=True)
         buf = ctypes.create_string_buffer(100)
         result.append(threading.get_native_id())
@@ -388,7 +389,6 @@ def test_nonblocking_receive_on_empty_mailbox_is_eagain_at_once(mailbox):
 
 
 def test_nonblocking_set_later_with_fcntl(mailbox):
-    import fcntl
     fd = os.open(mailbox / ".receive", os.O_RDONLY)
     try:
         flags = fcntl.fcntl(fd, fcntl.F_GETFL)
@@ -403,7 +403,6 @@ def test_nonblocking_set_later_with_fcntl(mailbox):
 
 
 def test_nonblocking_cleared_later_with_fcntl_blocks_again(mailbox):
-    import fcntl
     fd = os.open(mailbox / ".receive", os.O_RDONLY | os.O_NONBLOCK)
     got = []
     with pytest.raises(BlockingIOError):
