@@ -49,20 +49,17 @@ bool Engine::hasRoom(const Mailbox& box) const {
 }
 
 void Engine::enqueueTail(Mailbox& box, const MessagePtr& msg, After& after) {
-  msg->order = ++box.tailKey;
-  msg->state = MessageState::Queued;
-  box.queue.emplace(msg->order, msg);
-  box.listed.emplace(msg->uid, msg);
-  box.byName.emplace(msg->name, msg);
-  messages_.emplace(msg->uid, msg);
-  box.queuedBytes += msg->payload->size();
-  ++queuedMessages_;
-  queuedBytes_ += msg->payload->size();
-  wakePollers(box, after);
+  enqueueAt(box, msg, ++box.tailKey, after);
 }
 
+// A message its reader left half-read goes back before every other.
 void Engine::requeueHead(Mailbox& box, const MessagePtr& msg, After& after) {
-  msg->order = --box.headKey;
+  enqueueAt(box, msg, --box.headKey, after);
+}
+
+// Puts a message into every index of its mailbox at queue position `order`.
+void Engine::enqueueAt(Mailbox& box, const MessagePtr& msg, int64_t order, After& after) {
+  msg->order = order;
   msg->state = MessageState::Queued;
   box.queue.emplace(msg->order, msg);
   box.listed.emplace(msg->uid, msg);

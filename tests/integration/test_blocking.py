@@ -19,6 +19,7 @@ import time
 import pytest
 
 from conftest import wait_until
+from ipcfs_helpers import queued, read_message, reap, receive_nowait, send, waiting
 
 PY = sys.executable
 STEP_S = 5.0  # deadline for one step that should take milliseconds
@@ -26,61 +27,9 @@ STEP_S = 5.0  # deadline for one step that should take milliseconds
 
 # ---------------------------------------------------------------- helpers
 
-def status(box):
-    values = {}
-    with open(box / ".status") as f:
-        for line in f.read().splitlines():
-            if ":" in line:
-                key, value = line.split(":", 1)
-                values[key.strip()] = value.strip()
-    return values
-
-
-def waiting(box):
-    return int(status(box)["receivers_waiting"])
-
-
 def wait_waiting(box, n, timeout=STEP_S):
     wait_until(lambda: waiting(box) == n, timeout=timeout,
                what=f"receivers_waiting: {n} in {box}/.status")
-
-
-def queued(box):
-    return int(status(box)["messages"])
-
-
-def send(box, data):
-    with open(box / ".send", "wb") as f:
-        f.write(data)
-
-
-def receive_nonblocking(box):
-    """Takes one whole message without ever blocking (EAGAIN if the mailbox is empty)."""
-    fd = os.open(box / ".receive", os.O_RDONLY | os.O_NONBLOCK)
-    try:
-        return read_message(fd)
-    finally:
-        os.close(fd)
-
-
-def read_message(fd):
-    """Reads one message from an open .receive: up to the end-of-message read() == 0."""
-    chunks = []
-    while True:
-        chunk = os.read(fd, 65536)
-        if not chunk:
-            return b"".join(chunks)
-        chunks.append(chunk)
-
-
-def reap(proc):
-    """Kills (by pid, via Popen) a child that is still running, and waits for it."""
-    if proc.poll() is None:
-        proc.kill()
-    try:
-        proc.wait(timeout=STEP_S)
-    except subprocess.TimeoutExpired:
-        pass
 
 
 def readline_with_deadline(stream, timeout=STEP_S):
@@ -181,7 +130,7 @@ def test_send_to_another_mailbox_does_not_wake_the_reader(mount, mailbox):
         send(mailbox, b"for you")
         out, _ = reader.communicate(timeout=STEP_S)
         assert out == b"for you"
-        assert receive_nonblocking(other) == b"not for you"
+        assert receive_nowait(other) == b"not for you"
     finally:
         reap(reader)
 
@@ -216,7 +165,7 @@ def test_fsync_delivers_to_a_blocked_reader_before_close(mailbox):
         os.write(fd, b"part two")
         os.close(fd)
         fd = None
-        assert receive_nonblocking(mailbox) == b"part two"
+        assert receive_nowait(mailbox) == b"part two"
     finally:
         if fd is not None:
             os.close(fd)
@@ -266,7 +215,7 @@ def test_signal_ends_blocked_cat_at_once_and_loses_nothing(mailbox, sig):
         send(mailbox, b"still here")
         assert queued(mailbox) == 1
         assert len(os.listdir(mailbox)) == 1
-        assert receive_nonblocking(mailbox) == b"still here"
+        assert receive_nowait(mailbox) == b"still here"
     finally:
         reap(reader)
 
@@ -316,7 +265,7 @@ def _interrupt_blocked_python_reader(mailbox, script):
         wait_waiting(mailbox, 0, timeout=1.0)
         send(mailbox, b"after the interrupt")
         assert queued(mailbox) == 1
-        assert receive_nonblocking(mailbox) == b"after the interrupt"
+        assert receive_nowait(mailbox) == b"after the interrupt"
         return reader.returncode, out.decode(), err.decode()
     finally:
         reap(reader)
@@ -674,8 +623,8 @@ def test_half_read_message_is_redelivered_whole_after_reader_is_killed(mailbox):
         assert os.getxattr(mailbox / "0000000002", "user.ipc.redeliveries") == b"0"
         assert queued(mailbox) == 2
         # back at the head of the queue, whole
-        assert receive_nonblocking(mailbox) == first
-        assert receive_nonblocking(mailbox) == second
+        assert receive_nowait(mailbox) == first
+        assert receive_nowait(mailbox) == second
         assert queued(mailbox) == 0
     finally:
         reap(reader)
@@ -694,7 +643,7 @@ def test_half_read_message_is_redelivered_after_close(mailbox):
             return False
 
     wait_until(redelivered, timeout=1.0, what="the half-read message back in the queue")
-    assert receive_nonblocking(mailbox) == b"0123456789"
+    assert receive_nowait(mailbox) == b"0123456789"
 
 
 def test_fully_read_message_is_gone_even_before_end_of_message_read(mailbox):
@@ -706,7 +655,7 @@ def test_fully_read_message_is_gone_even_before_end_of_message_read(mailbox):
     os.close(fd)
     wait_until(lambda: queued(mailbox) == 1, timeout=1.0, what="one message left")
     assert os.listdir(mailbox) == ["0000000002"]
-    assert receive_nonblocking(mailbox) == b"next"
+    assert receive_nowait(mailbox) == b"next"
 
 
 # ---------------------------------------------------------------- rmdir with a waiter

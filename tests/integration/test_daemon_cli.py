@@ -4,6 +4,7 @@ mountpoints, background and foreground modes, clean exit on SIGTERM/SIGINT/unmou
 Contract: spec/interface.md, "Running it" and "Everywhere". Every process started here is
 waited for with a deadline and, on failure, killed by its pid (never by name)."""
 import contextlib
+import functools
 import os
 import re
 import signal
@@ -13,111 +14,17 @@ import time
 import pytest
 
 from conftest import IPCFS_BIN, is_mounted, wait_until
+from ipcfs_helpers import alive, daemon_pids, exercise, kill_pids, lazy_unmount, read_status
+from ipcfs_helpers import no_mount_left  # noqa: F401 (autouse fixture: importing applies it)
+from ipcfs_helpers import run_to_files as _run_to_files
 
 RUN_DEADLINE_S = 15.0   # a command that should return promptly (help, bad option, mount)
 EXIT_DEADLINE_S = 10.0  # a daemon told to exit
 
+run_to_files = functools.partial(_run_to_files, timeout=RUN_DEADLINE_S)
+
 
 # ---------------------------------------------------------------- helpers
-
-def _proc_state(pid):
-    """Single-letter state of pid, or None if it does not exist."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return None
-
-
-def alive(pid):
-    state = _proc_state(pid)
-    return state is not None and state not in ("Z", "X")
-
-
-def _is_ipcfs_process(pid, argv):
-    try:
-        exe = os.readlink(f"/proc/{pid}/exe")
-    except OSError:
-        exe = ""
-    real_bin = os.path.realpath(IPCFS_BIN)
-    return exe == real_bin or exe.startswith(real_bin + " ") or (
-        bool(argv) and os.path.basename(argv[0]) == "ipcfs")
-
-
-def daemon_pids(mountpoint, also=()):
-    """Live ipcfs processes whose argv names this (test-unique) mountpoint or a path
-    below it. The fusermount3 watcher of auto_unmount also names it: check the executable."""
-    targets = (str(mountpoint), os.path.realpath(mountpoint))
-
-    def names_target(arg):
-        return arg in also or any(arg == t or arg.startswith(t + "/") for t in targets)
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == os.getpid():
-            continue
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                argv = [a.decode(errors="replace") for a in f.read().split(b"\0") if a]
-        except OSError:
-            continue
-        if any(map(names_target, argv)) and _is_ipcfs_process(entry, argv) and alive(entry):
-            found.append(int(entry))
-    return found
-
-
-def lazy_unmount(mountpoint):
-    if is_mounted(mountpoint):
-        subprocess.run(["fusermount3", "-u", "-z", str(mountpoint)], check=False,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=30)
-
-
-def kill_pids(pids):
-    for pid in pids:
-        if alive(pid):
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-
-
-def run_to_files(argv, tmp_path, tag):
-    """Runs argv with stdout/stderr in files (a daemonised child that kept a pipe open
-    would otherwise hang the wait), with a deadline; returns (rc, stdout, stderr)."""
-    out_path, err_path = tmp_path / f"{tag}.stdout", tmp_path / f"{tag}.stderr"
-    with open(out_path, "wb") as out, open(err_path, "wb") as err:
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err)
-        try:
-            rc = proc.wait(timeout=RUN_DEADLINE_S)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=EXIT_DEADLINE_S)
-            pytest.fail(f"{argv} did not return within {RUN_DEADLINE_S}s")
-    return (rc, out_path.read_text(errors="replace"), err_path.read_text(errors="replace"))
-
-
-def read_status(path):
-    values = {}
-    with open(path) as f:
-        for line in f.read().splitlines():
-            if ":" in line:
-                key, value = line.split(":", 1)
-                values[key.strip()] = value.strip()
-    return values
-
-
-def exercise(mnt, name):
-    """A little real work on a mount: make a mailbox, send, receive."""
-    box = mnt / "mailboxes" / name
-    os.mkdir(box)
-    with open(box / ".send", "wb") as f:
-        f.write(b"ping\n")
-    fd = os.open(box / ".receive", os.O_RDONLY | os.O_NONBLOCK)
-    try:
-        assert os.read(fd, 4096) == b"ping\n"
-    finally:
-        os.close(fd)
-    read_status(mnt / ".status")
-
 
 class Foreground:
     """`ipcfs -f ... MNT` as a child with stdout/stderr in files; always cleaned up."""
@@ -173,18 +80,6 @@ def foreground(tmp_path, extra=("-o", "auto_unmount"), name="fg"):
         yield fg
     finally:
         fg.cleanup()
-
-
-@pytest.fixture(autouse=True)
-def no_mount_left(tmp_path):
-    """Whatever happened, no mount under this test's directory survives it."""
-    yield
-    base = os.path.realpath(tmp_path)
-    with open("/proc/self/mountinfo") as f:
-        left = [line.split()[4] for line in f if line.split()[4].startswith(base + "/")]
-    for mnt in left:
-        subprocess.run(["fusermount3", "-u", "-z", mnt], check=False, timeout=30)
-    assert not left, f"mounts left behind: {left}"
 
 
 # ---------------------------------------------------------------- --help / --version
@@ -379,7 +274,7 @@ def test_sigterm_with_a_blocked_receiver_still_exits_cleanly(tmp_path):
         reader = subprocess.Popen(["cat", str(box / ".receive")], stdout=subprocess.PIPE,
                                   stderr=subprocess.PIPE)
         try:
-            wait_until(lambda: read_status(box / ".status").get("receivers_waiting") == "1",
+            wait_until(lambda: read_status(box).get("receivers_waiting") == "1",
                        what="the reader to block")
             fg.proc.send_signal(signal.SIGTERM)
             assert fg.wait_exit() == 0, fg.stderr()

@@ -5,42 +5,10 @@ import os
 import shlex
 import stat
 import subprocess
-from pathlib import Path
 
 import pytest
 
-
-def send(mbox, data):
-    fd = os.open(Path(mbox, ".send"), os.O_WRONLY)
-    try:
-        assert os.write(fd, data) == len(data)
-    finally:
-        os.close(fd)
-
-
-def receive_nowait(mbox):
-    """Takes one message with a non-blocking read loop (EAGAIN if the mailbox is empty)."""
-    fd = os.open(Path(mbox, ".receive"), os.O_RDONLY | os.O_NONBLOCK)
-    try:
-        chunks = []
-        while True:
-            chunk = os.read(fd, 65536)
-            if not chunk:
-                return b"".join(chunks)
-            chunks.append(chunk)
-    finally:
-        os.close(fd)
-
-
-def read_status(path):
-    text = Path(path, ".status").read_bytes().decode()
-    fields = {}
-    for line in text.splitlines():
-        if line.strip():
-            key, sep, value = line.partition(":")
-            assert sep, f"line without ':' in .status: {line!r}"
-            fields[key.strip()] = value.strip()
-    return fields
+from ipcfs_helpers import mailbox_id, messages, read_status, receive_nowait, send
 
 
 def bash(script, cwd):
@@ -48,14 +16,6 @@ def bash(script, cwd):
                           timeout=10)
     assert proc.returncode == 0, proc.stderr
     return proc
-
-
-def messages(mbox):
-    return sorted(os.listdir(mbox))
-
-
-def mailbox_id(mbox):
-    return os.getxattr(mbox, "user.ipc.id").decode()
 
 
 # --- lifecycle --------------------------------------------------------------------------

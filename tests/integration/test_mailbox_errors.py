@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from conftest import wait_until
+from ipcfs_helpers import expect_errno, messages, read_status, receive_nowait, send
 
 DEADLINE_S = 5.0
 # The child must be able to run the interpreter as an unprivileged user.
@@ -22,17 +23,9 @@ NOBODY = 65534
 OTHER = 65533
 
 
-def send(mbox, data):
-    fd = os.open(Path(mbox, ".send"), os.O_WRONLY)
-    try:
-        assert os.write(fd, data) == len(data)
-    finally:
-        os.close(fd)
-
-
-def send_errno(mbox, data):
-    """Sends data; returns None on success or the first errno of write or close."""
-    fd = os.open(Path(mbox, ".send"), os.O_WRONLY)
+def write_close_errno(fd, data):
+    """Writes data to fd and closes it; returns None on success or the first errno of write
+    or close."""
     err = None
     try:
         os.write(fd, data)
@@ -45,39 +38,9 @@ def send_errno(mbox, data):
     return err
 
 
-def receive_nowait(mbox):
-    fd = os.open(Path(mbox, ".receive"), os.O_RDONLY | os.O_NONBLOCK)
-    try:
-        chunks = []
-        while True:
-            chunk = os.read(fd, 65536)
-            if not chunk:
-                return b"".join(chunks)
-            chunks.append(chunk)
-    finally:
-        os.close(fd)
-
-
-def read_status(path):
-    text = Path(path, ".status").read_bytes().decode()
-    fields = {}
-    for line in text.splitlines():
-        if line.strip():
-            key, sep, value = line.partition(":")
-            assert sep, f"line without ':' in .status: {line!r}"
-            fields[key.strip()] = value.strip()
-    return fields
-
-
-def messages(mbox):
-    return sorted(os.listdir(mbox))
-
-
-def expect_errno(code, fn, *args):
-    with pytest.raises(OSError) as e:
-        fn(*args)
-    assert e.value.errno == code, f"expected {errno.errorcode[code]}, got " \
-        f"{errno.errorcode.get(e.value.errno, e.value.errno)}"
+def send_errno(mbox, data):
+    """Sends data; returns None on success or the first errno of write or close."""
+    return write_close_errno(os.open(Path(mbox, ".send"), os.O_WRONLY), data)
 
 
 CHILD_PRELUDE = """
@@ -462,15 +425,7 @@ def test_global_max_bytes_refuses_drop_in_with_enospc(make_mount):
     os.mkdir(box)
     send(box, b"a" * 600)
     fd = os.open(box / "big", os.O_CREAT | os.O_WRONLY | os.O_EXCL, 0o644)
-    err = None
-    try:
-        os.write(fd, b"b" * 600)
-    except OSError as exc:
-        err = exc.errno
-    try:
-        os.close(fd)
-    except OSError as exc:
-        err = err or exc.errno
+    err = write_close_errno(fd, b"b" * 600)
     assert err == errno.ENOSPC
     assert messages(box) == ["0000000001"]
     assert read_status(m.path)["bytes"] == "600"

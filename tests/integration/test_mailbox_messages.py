@@ -12,45 +12,9 @@ from pathlib import Path
 import pytest
 
 from conftest import wait_until
+from ipcfs_helpers import messages, read_status, receive_nowait, send
 
 DEADLINE_S = 5.0
-
-
-def send(mbox, data):
-    fd = os.open(Path(mbox, ".send"), os.O_WRONLY)
-    try:
-        assert os.write(fd, data) == len(data)
-    finally:
-        os.close(fd)
-
-
-def receive_nowait(mbox):
-    """Takes one message with a non-blocking read loop (EAGAIN if the mailbox is empty)."""
-    fd = os.open(Path(mbox, ".receive"), os.O_RDONLY | os.O_NONBLOCK)
-    try:
-        chunks = []
-        while True:
-            chunk = os.read(fd, 65536)
-            if not chunk:
-                return b"".join(chunks)
-            chunks.append(chunk)
-    finally:
-        os.close(fd)
-
-
-def read_status(path):
-    text = Path(path, ".status").read_bytes().decode()
-    fields = {}
-    for line in text.splitlines():
-        if line.strip():
-            key, sep, value = line.partition(":")
-            assert sep, f"line without ':' in .status: {line!r}"
-            fields[key.strip()] = value.strip()
-    return fields
-
-
-def messages(mbox):
-    return sorted(os.listdir(mbox))
 
 
 class Background:

@@ -8,6 +8,7 @@ background once the mount is ready, so the daemon is not our child: it is found 
 unmounts in a finally block (fusermount3 -u -z as the fallback) and waits for the daemon to
 go. Every blocking step has a deadline; waiting is polling a condition with a deadline."""
 import contextlib
+import functools
 import os
 import re
 import shlex
@@ -20,6 +21,9 @@ from pathlib import Path
 import pytest
 
 from conftest import IPCFS_BIN, REPO, is_mounted, wait_until
+from ipcfs_helpers import (daemon_pids, exercise, kill_pids, lazy_unmount, read_status,
+                           run_to_files)
+from ipcfs_helpers import no_mount_left  # noqa: F401 (autouse fixture: importing applies it)
 
 HELPER_SRC = REPO / "mount-helpers" / "mount.ipcfs"
 UNIT_SRC = REPO / "mount-helpers" / "ipcfs@.service"
@@ -31,53 +35,10 @@ EXIT_DEADLINE_S = 10.0  # a daemon whose mount went away
 INSTALL_DEADLINE_S = 120.0
 BASE_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"  # has no ipcfs (checked where it matters)
 
+run = functools.partial(run_to_files, timeout=RUN_DEADLINE_S)  # run(argv, tmp_path, tag, env=)
+
 
 # ---------------------------------------------------------------- helpers
-
-def run(argv, tmp_path, tag, env=None, timeout=RUN_DEADLINE_S):
-    """Runs argv with stdout/stderr in files (a daemon that kept a pipe open would otherwise
-    hang the wait) and a deadline; returns (rc, stdout, stderr)."""
-    out_path, err_path = tmp_path / f"{tag}.stdout", tmp_path / f"{tag}.stderr"
-    with open(out_path, "wb") as out, open(err_path, "wb") as err:
-        proc = subprocess.Popen([str(a) for a in argv], stdin=subprocess.DEVNULL,
-                                stdout=out, stderr=err, env=env)
-        try:
-            rc = proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=EXIT_DEADLINE_S)
-            pytest.fail(f"{argv} did not return within {timeout}s")
-    return rc, out_path.read_text(errors="replace"), err_path.read_text(errors="replace")
-
-
-def alive(pid):
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            state = f.read().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state not in ("Z", "X")
-
-
-def daemon_pids(mountpoint):
-    """Live ipcfs processes (by executable, so not a fusermount3 watcher) whose argv names
-    this test-unique mountpoint."""
-    targets = {str(mountpoint), os.path.realpath(mountpoint)}
-    real_bin = os.path.realpath(IPCFS_BIN)
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == os.getpid():
-            continue
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                argv = [a.decode(errors="replace") for a in f.read().split(b"\0") if a]
-            exe = os.readlink(f"/proc/{entry}/exe")
-        except OSError:
-            continue
-        if targets.intersection(argv) and exe.split(" (deleted)")[0] == real_bin and alive(entry):
-            found.append(int(entry))
-    return found
-
 
 def mount_entry(mountpoint):
     """(source, fstype, options) of the mount on mountpoint from /proc/self/mounts, or None."""
@@ -90,40 +51,13 @@ def mount_entry(mountpoint):
     return None
 
 
-def read_status(path):
-    values = {}
-    with open(path) as f:
-        for line in f.read().splitlines():
-            if ":" in line:
-                key, value = line.split(":", 1)
-                values[key.strip()] = value.strip()
-    return values
-
-
-def exercise(mnt, name):
-    """A little real work through the mount: make a mailbox, send, receive."""
-    box = mnt / "mailboxes" / name
-    os.mkdir(box)
-    with open(box / ".send", "wb") as f:
-        f.write(b"ping\n")
-    fd = os.open(box / ".receive", os.O_RDONLY | os.O_NONBLOCK)
-    try:
-        assert os.read(fd, 4096) == b"ping\n"
-    finally:
-        os.close(fd)
-
-
 def cleanup_mount(mountpoint):
     """Whatever state it is in: unmount (lazily if need be) and make sure its daemon goes."""
-    if is_mounted(mountpoint):
-        subprocess.run(["fusermount3", "-u", "-z", str(mountpoint)], check=False,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=30)
+    lazy_unmount(mountpoint)
     deadline = time.monotonic() + EXIT_DEADLINE_S
     while daemon_pids(mountpoint) and time.monotonic() < deadline:
         time.sleep(0.01)
-    for pid in daemon_pids(mountpoint):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
+    kill_pids(daemon_pids(mountpoint))
 
 
 @contextlib.contextmanager
@@ -152,7 +86,7 @@ def assert_backgrounded_mount(mnt, max_bytes=None):
     assert ppid != os.getpid(), "ipcfs did not go to the background"
     exercise(mnt, "helper-check")
     if max_bytes is not None:
-        assert read_status(mnt / ".status")["max_bytes"] == str(max_bytes)
+        assert read_status(mnt)["max_bytes"] == str(max_bytes)
     return pids[0]
 
 
@@ -179,18 +113,6 @@ def env_without_ipcfs():
     env = dict(os.environ)
     env["PATH"] = BASE_PATH
     return env
-
-
-@pytest.fixture(autouse=True)
-def no_mount_left(tmp_path):
-    """Whatever happened, no mount under this test's directory survives it."""
-    yield
-    base = os.path.realpath(tmp_path)
-    with open("/proc/self/mountinfo") as f:
-        left = [line.split()[4] for line in f if line.split()[4].startswith(base + "/")]
-    for mnt in left:
-        subprocess.run(["fusermount3", "-u", "-z", mnt], check=False, timeout=30)
-    assert not left, f"mounts left behind: {left}"
 
 
 def _same_helper(installed):
@@ -488,7 +410,7 @@ def test_systemd_unit_commands_mount_stop_and_clean_a_stale_mount(tmp_path, bin_
                                     env=env)
             run_all("ExecStartPost", f"{round_}-post")  # waits (with a deadline) for the mount
             assert is_mounted(mnt)
-            assert read_status(mnt / ".status")["max_bytes"] == str(3 << 20)
+            assert read_status(mnt)["max_bytes"] == str(3 << 20)
             exercise(mnt, f"unit-{round_}")
             if round_ == "stop":
                 proc.send_signal(signal.SIGTERM)   # what `systemctl stop` does (KillMode=mixed)

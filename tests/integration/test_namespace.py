@@ -4,43 +4,20 @@ import errno
 import os
 import stat
 import subprocess
-from pathlib import Path
 
 import pytest
+
+from ipcfs_helpers import mailbox_id, read_status, send
 
 TOP_LEVEL = ("mailboxes", "procs", "pipes", "shm", "sem", "by-id")
 CONTROL_NODES = (".send", ".receive", ".status", ".send-lines", ".receive-lines",
                  ".send-frames", ".receive-frames")
 
 
-def send(mbox, data):
-    fd = os.open(Path(mbox, ".send"), os.O_WRONLY)
-    try:
-        assert os.write(fd, data) == len(data)
-    finally:
-        os.close(fd)
-
-
-def read_status(path):
-    """Parses the `.status` file inside directory path into a dict of strings."""
-    text = Path(path, ".status").read_bytes().decode()
-    fields = {}
-    for line in text.splitlines():
-        if line.strip():
-            key, sep, value = line.partition(":")
-            assert sep, f"line without ':' in .status: {line!r}"
-            fields[key.strip()] = value.strip()
-    return fields
-
-
 def ls_a(path):
     out = subprocess.run(["ls", "-a1", str(path)], capture_output=True, text=True,
                          timeout=10, check=True).stdout
     return out.splitlines()
-
-
-def mailbox_id(mbox):
-    return os.getxattr(mbox, "user.ipc.id").decode()
 
 
 # --- top level -------------------------------------------------------------------------

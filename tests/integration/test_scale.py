@@ -15,46 +15,13 @@ import time
 import pytest
 
 from conftest import wait_until
+from ipcfs_helpers import (queued, read_message, read_status, reap, receive_nowait, send,
+                           waiting)
 
 PY = sys.executable
 
 
 # ---------------------------------------------------------------- helpers
-
-def status(path):
-    values = {}
-    with open(path) as f:
-        for line in f.read().splitlines():
-            if ":" in line:
-                key, value = line.split(":", 1)
-                values[key.strip()] = value.strip()
-    return values
-
-
-def waiting(box):
-    return int(status(box / ".status")["receivers_waiting"])
-
-
-def queued(box):
-    return int(status(box / ".status")["messages"])
-
-
-def send(box, data):
-    fd = os.open(box / ".send", os.O_WRONLY)
-    try:
-        os.write(fd, data)
-    finally:
-        os.close(fd)
-
-
-def read_message(fd):
-    chunks = []
-    while True:
-        chunk = os.read(fd, 65536)
-        if not chunk:
-            return b"".join(chunks)
-        chunks.append(chunk)
-
 
 def timed(fn):
     start = time.monotonic()
@@ -69,16 +36,6 @@ def wait_procs(procs, deadline, what):
             p.wait(timeout=max(0.1, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             pytest.fail(f"{what} did not finish by the deadline")
-
-
-def reap(procs):
-    for p in procs:
-        if p.poll() is None:
-            p.kill()
-        try:
-            p.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            pass
 
 
 def run_shell(command, timeout):
@@ -146,17 +103,13 @@ def test_thousand_blocked_receivers_leave_the_mount_responsive(mount, mailbox):
         listing, t_ls = timed(lambda: os.listdir(mount.path))
         assert "mailboxes" in listing
         _, t_stat = timed(lambda: os.stat(mount / "mailboxes"))
-        root_status, t_status = timed(lambda: status(mount / ".status"))
+        root_status, t_status = timed(lambda: read_status(mount.path))
         other = mount / "mailboxes" / "other_box_while_1000_wait"
         _, t_mkdir = timed(lambda: os.mkdir(other))
 
         def roundtrip():
             send(other, b"ping")
-            fd = os.open(other / ".receive", os.O_RDONLY | os.O_NONBLOCK)
-            try:
-                return read_message(fd)
-            finally:
-                os.close(fd)
+            return receive_nowait(other)
 
         echoed, t_rt = timed(roundtrip)
         threads_now = mount.daemon_threads()
@@ -291,7 +244,7 @@ def test_exactly_once_with_four_senders_and_four_receivers(mount, mailbox, tmp_p
         assert queued(mailbox) == 0
         assert waiting(mailbox) == 0
     finally:
-        reap(senders + receivers)
+        reap(*senders, *receivers)
 
 
 # ---------------------------------------------------------------- 100,000 queued
@@ -350,4 +303,4 @@ def test_hundred_thousand_queued_messages_list_in_seconds(mount, mailbox):
               f"{t_stats / len(sample) * 1e6:.0f} us each (in a 10-message mailbox: "
               f"{t_small / len(small_names) * 1e6:.0f} us each)")
     finally:
-        reap(procs)
+        reap(*procs)

@@ -8,51 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from ipcfs_helpers import expect_errno, messages, read_status, receive_nowait, send
+
 MIB = 1048576
 READ_ONLY_ON_MESSAGE = ("user.ipc.seq", "user.ipc.sender_pid", "user.ipc.redeliveries")
-
-
-def send(mbox, data):
-    fd = os.open(Path(mbox, ".send"), os.O_WRONLY)
-    try:
-        assert os.write(fd, data) == len(data)
-    finally:
-        os.close(fd)
-
-
-def receive_nowait(mbox):
-    fd = os.open(Path(mbox, ".receive"), os.O_RDONLY | os.O_NONBLOCK)
-    try:
-        chunks = []
-        while True:
-            chunk = os.read(fd, 65536)
-            if not chunk:
-                return b"".join(chunks)
-            chunks.append(chunk)
-    finally:
-        os.close(fd)
-
-
-def read_status(path):
-    text = Path(path, ".status").read_bytes().decode()
-    fields = {}
-    for line in text.splitlines():
-        if line.strip():
-            key, sep, value = line.partition(":")
-            assert sep, f"line without ':' in .status: {line!r}"
-            fields[key.strip()] = value.strip()
-    return fields
-
-
-def messages(mbox):
-    return sorted(os.listdir(mbox))
-
-
-def expect_errno(code, fn, *args):
-    with pytest.raises(OSError) as e:
-        fn(*args)
-    assert e.value.errno == code, f"expected {errno.errorcode[code]}, got " \
-        f"{errno.errorcode.get(e.value.errno, e.value.errno)}"
 
 
 # --- listing and reading ----------------------------------------------------------------

@@ -148,6 +148,7 @@ class Engine {
   void releaseBytes(uint64_t n);
   void enqueueTail(detail::Mailbox& box, const MessagePtr& msg, After& after);
   void requeueHead(detail::Mailbox& box, const MessagePtr& msg, After& after);
+  void enqueueAt(detail::Mailbox& box, const MessagePtr& msg, int64_t order, After& after);
   void unqueue(detail::Mailbox& box, const MessagePtr& msg);
   void takeInto(detail::Mailbox& box, const MessagePtr& msg, detail::Handle& h);
   bool canTake(const detail::Mailbox& box) const;
