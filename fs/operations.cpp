@@ -5,8 +5,20 @@
 
 namespace ipcfs::fs {
 
+namespace {
+
+void opInit(void*, fuse_conn_info* conn) {
+  // shm/ pages change only through the kernel's own page cache, so there is nothing to
+  // re-validate; re-validating whenever attributes are fetched would drop every mapper's
+  // pages.
+  conn->want &= ~FUSE_CAP_AUTO_INVAL_DATA;
+}
+
+}  // namespace
+
 fuse_lowlevel_ops makeOperations() {
   fuse_lowlevel_ops ops{};
+  ops.init = opInit;
   ops.lookup = opLookup;
   ops.forget = opForget;
   ops.forget_multi = opForgetMulti;

@@ -149,6 +149,9 @@ Result<Opened> Engine::open(uint64_t ino, int flags, const Caller& who) {
       opened.fh = addHandle(std::move(h));
       return opened;
     }
+    case ino::Kind::Segment:
+    case ino::Kind::Semaphore:
+      return openShmSem(ino, flags);
     case ino::Kind::Mailbox:
       return fail(EISDIR);
     default:
@@ -187,12 +190,14 @@ Result<std::pair<struct stat, Opened>> Engine::createNow(Mailbox& box, std::stri
 
 std::optional<WaiterId> Engine::create(uint64_t parent, std::string_view name, mode_t mode, int flags,
                                        const Caller& who, CreateCompletion done) {
-  (void)mode;  // messages are 0444; chmod works afterwards
+  // (messages are 0444 whatever `mode` says; chmod works afterwards)
   Result<std::pair<struct stat, Opened>> result = fail(EIO);
   {
     std::lock_guard lock(mutex_);
     auto box = mailboxByIno(parent);
-    if (!box) {
+    if (parent == ino::kShm || parent == ino::kSem) {
+      result = createShmSem(parent, name, mode, flags, who);
+    } else if (!box) {
       result = fail(statOf(parent) ? EPERM : ENOENT);
     } else if (auto ok = validateName(name); !ok) {
       result = fail(ok.error());
@@ -227,6 +232,9 @@ std::optional<WaiterId> Engine::read(uint64_t fh, size_t size, off_t offset, boo
     if (h) h->nonblock = nonblock;
     if (!h) {
       result = fail(EBADF);
+    } else if (h->kind == HandleKind::Segment || h->kind == HandleKind::Semaphore) {
+      parked = readShmSem(*h, size, offset, nonblock, done, after);
+      done = nullptr;
     } else if (h->kind == HandleKind::Snapshot) {
       result = Bytes::slice(h->snapshot, static_cast<size_t>(offset), size);
     } else if (h->kind == HandleKind::DropIn) {
@@ -275,10 +283,13 @@ std::optional<WaiterId> Engine::read(uint64_t fh, size_t size, off_t offset, boo
 }
 
 Result<size_t> Engine::write(uint64_t fh, std::string_view data, off_t offset, bool nonblock, const Caller& who) {
+  After after;
+  auto result = [&]() -> Result<size_t> {
   std::lock_guard lock(mutex_);
   Handle* h = handle(fh);
   if (!h) return fail(EBADF);
   h->nonblock = nonblock;
+  if (h->kind == HandleKind::Segment || h->kind == HandleKind::Semaphore) return writeShmSem(*h, data, offset, after);
   if (data.empty()) return 0;  // writes nothing, starts no message
   if (h->kind == HandleKind::Sender) {
     if (h->box->removed) return fail(EIDRM);
@@ -327,6 +338,9 @@ Result<size_t> Engine::write(uint64_t fh, std::string_view data, off_t offset, b
     return data.size();
   }
   return fail(EBADF);
+  }();
+  run(after);
+  return result;
 }
 
 std::optional<WaiterId> Engine::flush(uint64_t fh, StatusCompletion done) {
@@ -416,6 +430,10 @@ void Engine::release(uint64_t fh) {
         }
         break;
       }
+      case HandleKind::Segment:
+      case HandleKind::Semaphore:
+        releaseShmSem(h);
+        break;
       case HandleKind::Snapshot:
         break;
     }
@@ -428,6 +446,10 @@ Result<bool> Engine::poll(uint64_t fh, PollNotify notify) {
   std::lock_guard lock(mutex_);
   Handle* h = handle(fh);
   if (!h) return fail(EBADF);
+  if (h->kind == HandleKind::Semaphore) {
+    if (notify) h->semaphore->pollers[fh] = std::move(notify);  // kept while readable too (see below)
+    return h->semaphore->value > 0 || shutDown_;
+  }
   if (h->kind != HandleKind::Receiver) return true;
   Mailbox& box = *h->box;
   const bool readable = h->current || h->atEnd || canTake(box) || box.removed || shutDown_;
@@ -442,34 +464,39 @@ void Engine::cancel(WaiterId id) {
   After after;
   {
     std::lock_guard lock(mutex_);
-    auto home = waiterHomes_.find(id);
-    if (home == waiterHomes_.end()) return;
-    Mailbox& box = *home->second;
-    waiterHomes_.erase(home);
-    for (auto* list : {&box.receivers, &box.senders, &box.receipts}) {
-      auto it = std::find_if(list->begin(), list->end(), [&](const Waiter& w) { return w.id == id; });
-      if (it == list->end()) continue;
-      Waiter w = std::move(*it);
-      list->erase(it);
-      if (w.kind == WaitKind::Receive) {
-        --receiversWaiting_;
-        if (Handle* h = handle(w.fh)) h->parked.reset();
-      }
-      if (w.kind == WaitKind::Send || w.kind == WaitKind::Create) --sendersWaiting_;
-      if (w.kind == WaitKind::Send) {
-        // An interrupted sender's message is not queued.
-        releaseBytes(w.msg->payload->size());
-        if (w.msg->state == MessageState::Composing) {
-          if (auto n = box.byName.find(w.msg->name); n != box.byName.end() && n->second == w.msg) box.byName.erase(n);
-          messages_.erase(w.msg->uid);
-        }
-      }
-      after.push_back(failWaiter(w, EINTR));
-      if (w.kind == WaitKind::Send || w.kind == WaitKind::Create) dispatch(box, after);  // those behind move up
-      break;
-    }
+    if (!cancelSemWaiter(id, after)) cancelMailboxWaiter(id, after);
   }
   run(after);
+}
+
+// REQUIRES: mutex_ held.
+void Engine::cancelMailboxWaiter(WaiterId id, After& after) {
+  auto home = waiterHomes_.find(id);
+  if (home == waiterHomes_.end()) return;
+  Mailbox& box = *home->second;
+  waiterHomes_.erase(home);
+  for (auto* list : {&box.receivers, &box.senders, &box.receipts}) {
+    auto it = std::find_if(list->begin(), list->end(), [&](const Waiter& w) { return w.id == id; });
+    if (it == list->end()) continue;
+    Waiter w = std::move(*it);
+    list->erase(it);
+    if (w.kind == WaitKind::Receive) {
+      --receiversWaiting_;
+      if (Handle* h = handle(w.fh)) h->parked.reset();
+    }
+    if (w.kind == WaitKind::Send || w.kind == WaitKind::Create) --sendersWaiting_;
+    if (w.kind == WaitKind::Send) {
+      // An interrupted sender's message is not queued.
+      releaseBytes(w.msg->payload->size());
+      if (w.msg->state == MessageState::Composing) {
+        if (auto n = box.byName.find(w.msg->name); n != box.byName.end() && n->second == w.msg) box.byName.erase(n);
+        messages_.erase(w.msg->uid);
+      }
+    }
+    after.push_back(failWaiter(w, EINTR));
+    if (w.kind == WaitKind::Send || w.kind == WaitKind::Create) dispatch(box, after);  // those behind move up
+    return;
+  }
 }
 
 void Engine::shutdown() {
@@ -484,6 +511,7 @@ void Engine::shutdown() {
       }
       box->pollers.clear();
     }
+    shutdownShmSem(after);
     waiterHomes_.clear();
     receiversWaiting_ = 0;
     sendersWaiting_ = 0;

@@ -69,6 +69,7 @@ Result<struct stat> Engine::lookup(uint64_t parent, std::string_view name) {
     if (it == mailboxesByName_.end()) return fail(ENOENT);
     return mailboxStat(*it->second);
   }
+  if (parent == ino::kShm || parent == ino::kSem) return lookupShmSem(parent, name);
   if (parent == ino::kById) {
     auto id = parseId(name);
     if (!id || !mailboxById(*id)) return fail(ENOENT);
@@ -103,6 +104,8 @@ Result<struct stat> Engine::setattr(uint64_t ino, const AttrChange& change) {
     if (change.mtime) mtime = *change.mtime;
     ctime = t;
   };
+  if (ino::kindOf(ino) == ino::Kind::Segment || ino::kindOf(ino) == ino::Kind::Semaphore)
+    return setattrShmSem(ino, change);
   switch (ino::kindOf(ino)) {
     case ino::Kind::Mailbox: {
       auto box = mailboxById(ino::idOf(ino));
@@ -188,7 +191,8 @@ Status Engine::readdir(uint64_t ino, uint64_t offset, const std::function<bool(c
     for (auto it = box->listed.lower_bound(from); it != box->listed.end(); ++it)
       if (!add({it->second->name, messageStat(*it->second), kFirstEntry + it->first})) return {};
   }
-  return {};  // procs/, pipes/, shm/, sem/: empty until their kinds exist
+  if (ino == ino::kShm || ino == ino::kSem) readdirShmSem(ino, from, add);
+  return {};  // procs/, pipes/: empty until their kinds exist
 }
 
 Result<struct stat> Engine::mkdir(uint64_t parent, std::string_view name, mode_t mode, const Caller& who) {
@@ -258,6 +262,7 @@ Status Engine::unlink(uint64_t parent, std::string_view name) {
   After after;
   Status result = [&]() -> Status {
   std::lock_guard lock(mutex_);
+  if (parent == ino::kShm || parent == ino::kSem) return unlinkShmSem(parent, name);
   auto box = mailboxByIno(parent);
   if (!box) {
     if (parent == ino::kMailboxes) return fail(mailboxesByName_.contains(name) ? EISDIR : ENOENT);
@@ -304,6 +309,8 @@ Status Engine::rename(uint64_t parent, std::string_view name, uint64_t newParent
     std::lock_guard lock(mutex_);
     if (auto ok = validateName(newName); !ok) return fail(ok.error());
 
+    if ((parent == ino::kShm || parent == ino::kSem) && newParent == parent)
+      return renameShmSem(parent, name, newName);
     if (parent == ino::kMailboxes && newParent == ino::kMailboxes) {
       auto it = mailboxesByName_.find(name);
       if (it == mailboxesByName_.end()) return fail(ENOENT);

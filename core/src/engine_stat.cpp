@@ -61,6 +61,7 @@ struct stat Engine::messageStat(const Message& msg) const {
 // REQUIRES: mutex_ held.
 Result<struct stat> Engine::statOf(uint64_t ino) const {
   using ino::Kind;
+  if (auto st = statShmSem(ino)) return *st;
   const uint64_t id = ino::idOf(ino);
   switch (ino::kindOf(ino)) {
     case Kind::Fixed:
@@ -134,8 +135,8 @@ std::string Engine::renderRootStatus() const {
   const std::string maxBytes = limits_.maxBytes == kUnlimited ? "unlimited" : std::to_string(limits_.maxBytes);
   return fmt::format(
       "mailboxes: {}\nmessages: {}\nbytes: {}\nreceivers_waiting: {}\nsenders_waiting: {}\npipes: 0\n"
-      "shm_segments: 0\nsemaphores: 0\ndiscarded: {}\nbytes_held: {}\nmax_bytes: {}\nopen_files: {}\n",
-      mailboxesById_.size(), queuedMessages_, queuedBytes_, receiversWaiting_, sendersWaiting_, discarded_, bytesUsed_, maxBytes,
+      "shm_segments: {}\nsemaphores: {}\ndiscarded: {}\nbytes_held: {}\nmax_bytes: {}\nopen_files: {}\n",
+      mailboxesById_.size(), queuedMessages_, queuedBytes_, receiversWaiting_, sendersWaiting_, segments_.size(), semaphores_.size(), discarded_, bytesUsed_, maxBytes,
       handles_.size());
 }
 

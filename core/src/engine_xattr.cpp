@@ -65,6 +65,12 @@ Result<std::string> Engine::getxattr(uint64_t ino, std::string_view name) {
     if (name == "user.ipc.policy") return std::string(policyName(box->policy));
     return fail(ENODATA);
   }
+  if (ino::kindOf(ino) == ino::Kind::Semaphore) {
+    auto it = semaphoresById_.find(ino::idOf(ino));
+    if (it == semaphoresById_.end()) return fail(ENOENT);
+    if (name == "user.ipc.value") return std::to_string(it->second->value);
+    return fail(ENODATA);
+  }
   if (ino::kindOf(ino) == ino::Kind::Message) {
     auto it = messages_.find(ino::idOf(ino));
     if (it == messages_.end()) return fail(ENOENT);
@@ -81,6 +87,10 @@ Result<std::string> Engine::getxattr(uint64_t ino, std::string_view name) {
 Result<std::string> Engine::listxattr(uint64_t ino) {
   std::lock_guard lock(mutex_);
   if (mailboxByIno(ino)) return joinNul(kMailboxAttrs);
+  if (ino::kindOf(ino) == ino::Kind::Semaphore) {
+    if (!semaphoresById_.contains(ino::idOf(ino))) return fail(ENOENT);
+    return std::string("user.ipc.value", sizeof "user.ipc.value");
+  }
   if (ino::kindOf(ino) == ino::Kind::Message) {
     if (!messages_.contains(ino::idOf(ino))) return fail(ENOENT);
     return joinNul(kMessageAttrs);
@@ -124,6 +134,10 @@ Status Engine::setxattr(uint64_t ino, std::string_view name, std::string_view va
 
 // REQUIRES: mutex_ held.
 Status Engine::setNodeXattr(uint64_t ino, std::string_view name) {
+  if (ino::kindOf(ino) == ino::Kind::Semaphore) {
+    if (!semaphoresById_.contains(ino::idOf(ino))) return fail(ENOENT);
+    return fail(name == "user.ipc.value" ? EPERM : ENOTSUP);
+  }
   if (ino::kindOf(ino) == ino::Kind::Message) {
     if (!messages_.contains(ino::idOf(ino))) return fail(ENOENT);
     return fail(contains(kMessageAttrs, name) ? EPERM : ENOTSUP);

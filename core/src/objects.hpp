@@ -105,7 +105,34 @@ struct Mailbox {
   uint64_t sent = 0, received = 0, redelivered = 0;
 };
 
-enum class HandleKind { Sender, DropIn, Receiver, Snapshot };
+// A shared-memory segment: a regular file whose page cache is the shared memory. The
+// daemon holds the bytes the kernel writes back and serves them to new mappers.
+struct Segment {
+  uint64_t id = 0;
+  std::string name;
+  mode_t mode = 0644;
+  uid_t uid = 0;
+  gid_t gid = 0;
+  timespec atime{}, mtime{}, ctime{};
+  std::string data;
+  bool unlinked = false;
+};
+
+// A counting semaphore: reads at offset 0 wait (P), writes post (V).
+struct Semaphore {
+  uint64_t id = 0;
+  std::string name;
+  mode_t mode = 0644;
+  uid_t uid = 0;
+  gid_t gid = 0;
+  timespec atime{}, mtime{}, ctime{};
+  uint64_t value = 0;
+  bool unlinked = false;
+  std::list<Waiter> waiters;               // longest-waiting first
+  std::map<uint64_t, PollNotify> pollers;  // by handle
+};
+
+enum class HandleKind { Sender, DropIn, Receiver, Snapshot, Segment, Semaphore };
 
 // One open file.
 struct Handle {
@@ -134,6 +161,9 @@ struct Handle {
   // Sender (receipts): the last message sent and what became of it.
   uint64_t lastSentUid = 0;
   std::optional<std::string> receipt;  // set when its fate is known; returned once
+  // Segment, Semaphore: the object, alive while open even if unlinked.
+  std::shared_ptr<Segment> segment;
+  std::shared_ptr<Semaphore> semaphore;
   // Snapshot: fixed bytes served by offset (message peeks, .status).
   std::shared_ptr<const std::string> snapshot;
 };

@@ -34,6 +34,8 @@ namespace ipcfs {
 
 namespace detail {
 struct Mailbox;
+struct Segment;
+struct Semaphore;
 struct Message;
 struct Handle;
 struct Waiter;
@@ -176,6 +178,24 @@ class Engine {
   Status setNodeXattr(uint64_t ino, std::string_view name);
   void destroyMailbox(const MailboxPtr& box, After& after);
   WaiterId parkWaiter(detail::Mailbox& box, std::list<detail::Waiter>& list, detail::Waiter w);
+
+  // shm/ and sem/ (engine_shm_sem.cpp). All REQUIRE: mutex_ held.
+  std::optional<Result<struct stat>> statShmSem(uint64_t ino) const;
+  Result<struct stat> lookupShmSem(uint64_t parent, std::string_view name) const;
+  void readdirShmSem(uint64_t ino, uint64_t from, const std::function<bool(const DirEntry&)>& add) const;
+  Result<std::pair<struct stat, Opened>> createShmSem(uint64_t parent, std::string_view name, mode_t mode, int flags,
+                                                      const Caller& who);
+  Result<Opened> openShmSem(uint64_t ino, int flags);
+  std::optional<WaiterId> readShmSem(detail::Handle& h, size_t size, off_t offset, bool nonblock,
+                                     ReadCompletion& done, After& after);
+  Result<size_t> writeShmSem(detail::Handle& h, std::string_view data, off_t offset, After& after);
+  Result<struct stat> setattrShmSem(uint64_t ino, const AttrChange& change);
+  Status unlinkShmSem(uint64_t parent, std::string_view name);
+  Status renameShmSem(uint64_t parent, std::string_view name, std::string_view newName);
+  void releaseShmSem(detail::Handle& h);
+  bool cancelSemWaiter(WaiterId id, After& after);
+  void cancelMailboxWaiter(WaiterId id, After& after);
+  void shutdownShmSem(After& after);
   static void run(After& after);
 
   const Limits limits_;
@@ -187,7 +207,15 @@ class Engine {
   std::unordered_map<uint64_t, MessagePtr> messages_;             // listed or being written; GUARDED_BY(mutex_)
   std::unordered_map<uint64_t, std::unique_ptr<detail::Handle>> handles_;  // GUARDED_BY(mutex_)
   std::unordered_map<WaiterId, detail::Mailbox*> waiterHomes_;    // GUARDED_BY(mutex_)
+  std::map<std::string, std::shared_ptr<detail::Segment>, std::less<>> segments_;      // GUARDED_BY(mutex_)
+  std::map<std::string, std::shared_ptr<detail::Semaphore>, std::less<>> semaphores_;  // GUARDED_BY(mutex_)
+  // Every segment and semaphore that still has a name or an open file, by id.
+  std::map<uint64_t, std::shared_ptr<detail::Segment>> segmentsById_;      // GUARDED_BY(mutex_)
+  std::map<uint64_t, std::shared_ptr<detail::Semaphore>> semaphoresById_;  // GUARDED_BY(mutex_)
+  std::unordered_map<WaiterId, detail::Semaphore*> semWaiterHomes_;        // GUARDED_BY(mutex_)
+  std::unordered_map<uint64_t, uint32_t> shmSemOpens_;  // open files per segment/semaphore inode
   uint64_t nextMailboxId_ = 1;
+  uint64_t nextShmSemId_ = 1;
   uint64_t nextMessageUid_ = 1;
   uint64_t nextHandle_ = 1;
   WaiterId nextWaiter_ = 1;

@@ -19,6 +19,8 @@ enum class Kind : uint8_t {
   ReceiveFrames = 8,
   Message = 16,       // id = message uid (global, never reused)
   IdLink = 17,        // by-id/ID; id = mailbox id
+  Segment = 18,       // shm/NAME; id = segment id
+  Semaphore = 19,     // sem/NAME; id = semaphore id
 };
 
 inline constexpr uint64_t kRoot = 1;  // FUSE_ROOT_ID
