@@ -12,5 +12,6 @@ apt-get install -y -qq --no-install-recommends \
   libfuse3-dev fuse3 \
   libspdlog-dev libfmt-dev \
   libgtest-dev googletest \
-  python3 python3-pytest python3-pytest-timeout \
-  attr procps psmisc util-linux coreutils bash >/dev/null
+  python3 python3-pytest python3-pytest-timeout nodejs \
+  attr procps psmisc util-linux coreutils bash \
+  file mc tmux libglib2.0-bin >/dev/null
