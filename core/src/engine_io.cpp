@@ -161,7 +161,7 @@ Result<Opened> Engine::open(uint64_t ino, int flags, const Caller& who) {
 
 // REQUIRES: mutex_ held; the mailbox has room (or capacity 0).
 Result<std::pair<struct stat, Opened>> Engine::createNow(Mailbox& box, std::string_view name, int flags,
-                                                         const Caller& who) {
+                                                         const Caller& who, bool takePlace) {
   if (box.removed) return fail(EIDRM);
   if (box.byName.contains(std::string(name))) return fail((flags & O_EXCL) ? EEXIST : EACCES);
   auto msg = std::make_shared<Message>();
@@ -171,9 +171,9 @@ Result<std::pair<struct stat, Opened>> Engine::createNow(Mailbox& box, std::stri
   msg->uid_ = who.uid;
   msg->gid = who.gid;
   msg->atime = msg->mtime = msg->ctime = now();
-  // The create takes a place in the queue; at capacity 0 there are none: its delivery
-  // is a rendezvous instead.
-  if (box.capacity != 0) {
+  // The create takes a place in the queue when there is one; at capacity 0 there are
+  // none: its delivery is a rendezvous instead.
+  if (takePlace) {
     msg->holdsPlace = true;
     ++box.reserved;
   }
@@ -204,17 +204,15 @@ std::optional<WaiterId> Engine::create(uint64_t parent, std::string_view name, m
     } else if (box->byName.contains(std::string(name))) {
       result = fail((flags & O_EXCL) ? EEXIST : EACCES);
     } else if (box->capacity == 0 || (box->senders.empty() && hasRoom(*box))) {
-      result = createNow(*box, name, flags, who);
+      result = createNow(*box, name, flags, who, box->capacity != 0);
     } else if (flags & O_NONBLOCK) {
       result = fail(EAGAIN);
     } else {
-      Waiter w;
-      w.kind = WaitKind::Create;
-      w.name = std::string(name);
-      w.flags = flags;
-      w.who = who;
-      w.onCreate = std::move(done);
-      return parkWaiter(*box, box->senders, std::move(w));
+      // Full: the kernel holds the mailbox directory's lock for the whole CREATE, so a
+      // create parked here would freeze every lookup in the mailbox, including the
+      // receiver's open of .receive that would make room (a deadlock). The file is made
+      // at once without a place, and its delivery at close waits for room, as .send's does.
+      result = createNow(*box, name, flags, who, false);
     }
   }
   done(std::move(result));

@@ -224,7 +224,7 @@ void Engine::admitSenders(Mailbox& box, After& after) {
     waiterHomes_.erase(w.id);
     --sendersWaiting_;
     if (w.kind == WaitKind::Create) {
-      auto created = createNow(box, w.name, w.flags, w.who);
+      auto created = createNow(box, w.name, w.flags, w.who, box.capacity != 0);
       after.push_back([done = std::move(w.onCreate), created] { done(created); });
       continue;
     }
@@ -271,6 +271,8 @@ std::optional<WaiterId> Engine::send(Handle& h, MessagePtr msg, StatusCompletion
                                      size_t readSize, After& after) {
   Mailbox& box = *h.box;
   auto refuse = [&](int err) -> std::optional<WaiterId> {
+    // Refused to a caller, nothing was queued; refused at release, it is lost: discarded.
+    const bool nobodyToTell = !onStatus && !onRead;
     releaseBytes(msg->payload->size());
     if (msg->state == MessageState::Composing) {  // a drop-in: its name is free again
       if (auto it = box.byName.find(msg->name); it != box.byName.end() && it->second == msg) box.byName.erase(it);
@@ -278,7 +280,7 @@ std::optional<WaiterId> Engine::send(Handle& h, MessagePtr msg, StatusCompletion
     }
     if (onStatus) after.push_back([done = std::move(onStatus), err] { done(fail(err)); });
     if (onRead) after.push_back([done = std::move(onRead), err] { done(fail(err)); });
-    if (!onStatus && !onRead) ++discarded_;
+    if (nobodyToTell) ++discarded_;
     return std::nullopt;
   };
   if (box.removed) return refuse(EIDRM);

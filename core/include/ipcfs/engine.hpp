@@ -171,7 +171,7 @@ class Engine {
   std::optional<WaiterId> parkReceipt(detail::Handle& h, size_t size, ReadCompletion& done, After& after,
                                       WaiterId reuse = 0);
   Result<std::pair<struct stat, Opened>> createNow(detail::Mailbox& box, std::string_view name, int flags,
-                                                   const Caller& who);
+                                                   const Caller& who, bool takePlace);
   Status checkPolicy(detail::Mailbox& box, pid_t pid, bool receiving);
   void dropDeadPairMembers(detail::Mailbox& box) const;
   void abandonDropIn(detail::Handle& h, After& after);
