@@ -122,7 +122,7 @@ Status Engine::setxattr(uint64_t ino, std::string_view name, std::string_view va
       auto p = parsePolicy(value);
       if (!p) return fail(EINVAL);
       // Applies to later opens; files already open keep working.
-      if (*p != box->policy) box->pair.clear();
+      box->pair.clear();
       box->policy = *p;
       return {};
     }

@@ -1,5 +1,5 @@
-"""Flow control on mailboxes: user.ipc.capacity, senders blocking in close()/fsync() and in
-a drop-in create, O_NONBLOCK (EAGAIN), interruption of a blocked sender (EINTR, nothing
+"""Flow control on mailboxes: user.ipc.capacity, senders blocking in close()/fsync() (drop-in
+files too: on a full mailbox they are created at once and wait in close()), O_NONBLOCK (EAGAIN), interruption of a blocked sender (EINTR, nothing
 queued), arrival order of blocked senders, rendezvous at capacity 0, 1,000 parked senders,
 and the global byte bound (-o max_bytes=N, ENOSPC).
 
@@ -519,12 +519,11 @@ def test_dropin_being_written_takes_a_place(mailbox):
             os.close(fd)
 
 
-# While a drop-in create waits for a place, the kernel is inside open(O_CREAT) of a new name
-# in the mailbox directory. The mailbox must stay usable meanwhile: a receiver has to be able
-# to look up and open .receive (a name not looked up before) to make the room the creator
+# While a drop-in waits for a place, the mailbox must stay usable: a receiver has to be able
+# to look up and open .receive (a name not looked up before) to make the room the writer
 # waits for, and `ls` of the mailbox has to answer. Those steps run in threads with deadlines
-# (a daemon that holds the directory lock would leave them in uninterruptible sleep); the
-# main thread only touches names it looked up before the create started.
+# (a daemon that held the directory lock in a parked CREATE would leave them in
+# uninterruptible sleep).
 
 def test_dropin_create_on_full_mailbox_waits_in_close_not_open(mailbox):
     # Project choice (README): a CREATE parked in the daemon would hold the mailbox
@@ -553,7 +552,7 @@ def test_mailbox_can_be_listed_while_a_dropin_create_waits(mailbox):
     try:
         wait_field(mailbox, "senders_waiting", 1)
         listing = in_thread(lambda: os.listdir(mailbox),
-                            "listing the mailbox while a drop-in create waits for a place")
+                            "listing the mailbox while a drop-in waits for a place")
         assert listing == ["0000000001"]
     finally:
         # make the room through the .receive opened beforehand, so the creator ends
