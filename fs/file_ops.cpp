@@ -40,24 +40,16 @@ void opOpen(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) noexcept {
 
 void opCreate(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, fuse_file_info* fi) noexcept {
   guarded(req, "create", [&] {
-    auto parked = std::make_shared<ParkedRequest>(req);
-    // fi lives on libfuse's stack: a reply sent later uses a copy.
-    auto reply = [fiCopy = *fi](fuse_req_t r, const Result<std::pair<struct stat, Opened>>& created) {
-      if (!created) return replyError(r, created.error());
-      const auto& [st, opened] = *created;
-      fuse_file_info fiReply = fiCopy;
-      applyOpened(&fiReply, opened);
-      fuse_entry_param e{};
-      e.ino = st.st_ino;
-      e.attr = st;
-      e.attr_timeout = kAttrTimeout;
-      e.entry_timeout = kEntryTimeout;
-      if (fuse_reply_create(r, &e, &fiReply) == -ENOENT) fsOf(r).engine.release(opened.fh);  // creator gone
-    };
-    auto waiter = fsOf(req).engine.create(
-        parent, name, mode, fi->flags, callerOf(req, true),
-        ParkedRequest::completion<Result<std::pair<struct stat, Opened>>>(parked, std::move(reply)));
-    parked->arm(waiter);
+    auto r = fsOf(req).engine.create(parent, name, mode, fi->flags, callerOf(req, true));
+    if (!r) return replyError(req, r.error());
+    const auto& [st, opened] = *r;
+    applyOpened(fi, opened);
+    fuse_entry_param e{};
+    e.ino = st.st_ino;
+    e.attr = st;
+    e.attr_timeout = kAttrTimeout;
+    e.entry_timeout = kEntryTimeout;
+    if (fuse_reply_create(req, &e, fi) == -ENOENT) fsOf(req).engine.release(opened.fh);  // creator gone
   });
 }
 

@@ -59,10 +59,9 @@ namespace {
 
 // Completes a waiter taken out of its list with an error.
 std::function<void()> failWaiter(Waiter& w, int err) {
-  return [onRead = std::move(w.onRead), onStatus = std::move(w.onStatus), onCreate = std::move(w.onCreate), err] {
+  return [onRead = std::move(w.onRead), onStatus = std::move(w.onStatus), err] {
     if (onRead) onRead(fail(err));
     if (onStatus) onStatus(fail(err));
-    if (onCreate) onCreate(fail(err));
   };
 }
 
@@ -188,35 +187,22 @@ Result<std::pair<struct stat, Opened>> Engine::createNow(Mailbox& box, std::stri
   return std::pair{messageStat(*msg), opened};
 }
 
-std::optional<WaiterId> Engine::create(uint64_t parent, std::string_view name, mode_t mode, int flags,
-                                       const Caller& who, CreateCompletion done) {
+Result<std::pair<struct stat, Opened>> Engine::create(uint64_t parent, std::string_view name, mode_t mode, int flags,
+                                                      const Caller& who) {
+  std::lock_guard lock(mutex_);
+  if (parent == ino::kShm || parent == ino::kSem) return createShmSem(parent, name, mode, flags, who);
   // (messages are 0444 whatever `mode` says; chmod works afterwards)
-  Result<std::pair<struct stat, Opened>> result = fail(EIO);
-  {
-    std::lock_guard lock(mutex_);
-    auto box = mailboxByIno(parent);
-    if (parent == ino::kShm || parent == ino::kSem) {
-      result = createShmSem(parent, name, mode, flags, who);
-    } else if (!box) {
-      result = fail(statOf(parent) ? EPERM : ENOENT);
-    } else if (auto ok = validateName(name); !ok) {
-      result = fail(ok.error());
-    } else if (box->byName.contains(std::string(name))) {
-      result = fail((flags & O_EXCL) ? EEXIST : EACCES);
-    } else if (box->capacity == 0 || (box->senders.empty() && hasRoom(*box))) {
-      result = createNow(*box, name, flags, who, box->capacity != 0);
-    } else if (flags & O_NONBLOCK) {
-      result = fail(EAGAIN);
-    } else {
-      // Full: the kernel holds the mailbox directory's lock for the whole CREATE, so a
-      // create parked here would freeze every lookup in the mailbox, including the
-      // receiver's open of .receive that would make room (a deadlock). The file is made
-      // at once without a place, and its delivery at close waits for room, as .send's does.
-      result = createNow(*box, name, flags, who, false);
-    }
-  }
-  done(std::move(result));
-  return std::nullopt;
+  auto box = mailboxByIno(parent);
+  if (!box) return fail(statOf(parent) ? EPERM : ENOENT);
+  if (auto ok = validateName(name); !ok) return fail(ok.error());
+  if (box->byName.contains(std::string(name))) return fail((flags & O_EXCL) ? EEXIST : EACCES);
+  if (box->capacity == 0 || (box->senders.empty() && hasRoom(*box))) return createNow(*box, name, flags, who, box->capacity != 0);
+  if (flags & O_NONBLOCK) return fail(EAGAIN);
+  // Full: the kernel holds the mailbox directory's lock for the whole CREATE, so a create
+  // parked here would freeze every lookup in the mailbox, including the receiver's open
+  // of .receive that would make room (a deadlock). The file is made at once without a
+  // place, and its delivery at close waits for room, as .send's does.
+  return createNow(*box, name, flags, who, false);
 }
 
 std::optional<WaiterId> Engine::read(uint64_t fh, size_t size, off_t offset, bool nonblock, pid_t reader,
@@ -482,7 +468,7 @@ void Engine::cancelMailboxWaiter(WaiterId id, After& after) {
       --receiversWaiting_;
       if (Handle* h = handle(w.fh)) h->parked.reset();
     }
-    if (w.kind == WaitKind::Send || w.kind == WaitKind::Create) --sendersWaiting_;
+    if (w.kind == WaitKind::Send) --sendersWaiting_;
     if (w.kind == WaitKind::Send) {
       // An interrupted sender's message is not queued.
       releaseBytes(w.msg->payload->size());
@@ -492,7 +478,7 @@ void Engine::cancelMailboxWaiter(WaiterId id, After& after) {
       }
     }
     after.push_back(failWaiter(w, EINTR));
-    if (w.kind == WaitKind::Send || w.kind == WaitKind::Create) dispatch(box, after);  // those behind move up
+    if (w.kind == WaitKind::Send) dispatch(box, after);  // those behind move up
     return;
   }
 }

@@ -248,7 +248,6 @@ void Engine::destroyMailbox(const MailboxPtr& box, After& after) {
       after.push_back([w = std::move(w)]() mutable {
         if (w.onRead) w.onRead(fail(EIDRM));
         if (w.onStatus) w.onStatus(fail(EIDRM));
-        if (w.onCreate) w.onCreate(fail(EIDRM));
       });
     }
     list->clear();

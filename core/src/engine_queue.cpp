@@ -38,7 +38,7 @@ WaiterId Engine::parkWaiter(Mailbox& box, std::list<Waiter>& list, Waiter w) {
   if (w.id == 0) w.id = nextWaiter_++;
   const WaiterId id = w.id;
   if (w.kind == WaitKind::Receive) ++receiversWaiting_;
-  if (w.kind == WaitKind::Send || w.kind == WaitKind::Create) ++sendersWaiting_;
+  if (w.kind == WaitKind::Send) ++sendersWaiting_;
   list.push_back(std::move(w));
   waiterHomes_.emplace(id, &box);
   return id;
@@ -110,9 +110,7 @@ void Engine::takeInto(Mailbox& box, const MessagePtr& msg, Handle& h) {
 // A message is there for a receiver: queued, or held by a blocked sender (rendezvous).
 bool Engine::canTake(const Mailbox& box) const {
   if (!box.queue.empty()) return true;
-  for (const auto& w : box.senders)
-    if (w.kind == WaitKind::Send) return true;
-  return false;
+  return !box.senders.empty();
 }
 
 // REQUIRES: canTake(box).
@@ -125,10 +123,8 @@ void Engine::takeNext(Mailbox& box, Handle& h, pid_t reader, After& after) {
     return;
   }
   // Straight from the longest-blocked sender: sender and receiver meet.
-  auto it = box.senders.begin();
-  while (it->kind != WaitKind::Send) ++it;
-  Waiter w = std::move(*it);
-  box.senders.erase(it);
+  Waiter w = std::move(box.senders.front());
+  box.senders.pop_front();
   waiterHomes_.erase(w.id);
   --sendersWaiting_;
   assignSeqAndName(box, *w.msg);
@@ -214,20 +210,13 @@ std::optional<WaiterId> Engine::sent(Handle& h, const MessagePtr& msg, StatusCom
   return parkReceipt(h, readSize, done, after, reuse);
 }
 
-// Blocked creates and senders enter, in arrival order, while there is room.
+// Blocked senders enter, in arrival order, while there is room.
 void Engine::admitSenders(Mailbox& box, After& after) {
-  while (!box.senders.empty()) {
-    Waiter& front = box.senders.front();
-    if (front.kind == WaitKind::Create ? (box.capacity != 0 && !hasRoom(box)) : !hasRoom(box)) break;
-    Waiter w = std::move(front);
+  while (!box.senders.empty() && hasRoom(box)) {
+    Waiter w = std::move(box.senders.front());
     box.senders.pop_front();
     waiterHomes_.erase(w.id);
     --sendersWaiting_;
-    if (w.kind == WaitKind::Create) {
-      auto created = createNow(box, w.name, w.flags, w.who, box.capacity != 0);
-      after.push_back([done = std::move(w.onCreate), created] { done(created); });
-      continue;
-    }
     assignSeqAndName(box, *w.msg);
     enqueueTail(box, w.msg, after);
     if (Handle* h = handle(w.fh)) sent(*h, w.msg, w.onStatus, w.onRead, w.size, after, w.id);

@@ -42,7 +42,6 @@ struct Message {
 enum class WaitKind {
   Receive,  // a read of .receive on an empty mailbox
   Send,     // a close/fsync (or receipt read) whose message waits for room or a receiver
-  Create,   // a drop-in create waiting for a place in a full mailbox
   Receipt,  // a read of .send (O_RDWR) waiting for its message's fate
 };
 
@@ -54,11 +53,7 @@ struct Waiter {
   pid_t pid = 0;    // the reader (Receive)
   ReadCompletion onRead;      // Receive, Receipt; Send started by a receipt read
   StatusCompletion onStatus;  // Send started by close/fsync
-  CreateCompletion onCreate;  // Create
   std::shared_ptr<Message> msg;  // Send: the message waiting to enter
-  std::string name;              // Create
-  int flags = 0;                 // Create
-  Caller who;                    // Create
 };
 
 enum class Policy { Any, Exclusive, Pair };
@@ -98,7 +93,7 @@ struct Mailbox {
   std::map<pid_t, int> receiverOpens;  // open .receive files per process (exclusive)
   std::vector<BoundProcess> pair;      // at most two (pair)
   std::list<Waiter> receivers;  // longest-waiting first
-  std::list<Waiter> senders;    // blocked senders and creates, in arrival order
+  std::list<Waiter> senders;    // blocked senders, in arrival order
   std::list<Waiter> receipts;   // receipt reads waiting for their message's fate
   std::map<uint64_t, PollNotify> pollers;  // by handle
 

@@ -123,15 +123,7 @@ class EngineClient {
 
   Result<std::pair<struct stat, Opened>> create(uint64_t box, std::string_view name, int flags = O_WRONLY | O_CREAT,
                                                 const Caller& who = kAlice) {
-    std::optional<Result<std::pair<struct stat, Opened>>> got;
-    auto parked = engine_.create(box, name, 0644, flags, who,
-                                 [&](Result<std::pair<struct stat, Opened>> r) { got.emplace(std::move(r)); });
-    if (parked) {
-      ADD_FAILURE() << "create of " << name << " parked where it should have completed at once";
-      engine_.cancel(*parked);
-    }
-    if (!got) return std::unexpected(std::errc::no_message_available);
-    return *got;
+    return engine_.create(box, name, 0644, flags, who);
   }
 
   // A read of `size` bytes by kAlice's process: completes at once or parks (see Engine::read).

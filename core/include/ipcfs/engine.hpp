@@ -45,7 +45,6 @@ using WaiterId = uint64_t;
 struct Opened;
 using ReadCompletion = std::function<void(Result<Bytes>)>;
 using StatusCompletion = std::function<void(Status)>;
-using CreateCompletion = std::function<void(Result<std::pair<struct stat, Opened>>)>;
 using PollNotify = std::function<void()>;  // one-shot: "look again"; dropped unfired on release
 
 // How the adapter should open a file.
@@ -105,9 +104,10 @@ class Engine {
   // return nullopt) or park a waiter and return its id; the completion then runs exactly
   // once, from the thread that completes or cancels the waiter.
   Result<Opened> open(uint64_t ino, int flags, const Caller& who);
-  // A drop-in message file; waits for a place while the mailbox is full.
-  std::optional<WaiterId> create(uint64_t parent, std::string_view name, mode_t mode, int flags, const Caller& who,
-                                 CreateCompletion done);
+  // A drop-in message file (or a shm/ segment, a sem/ semaphore). Never waits: on a full
+  // mailbox a drop-in's delivery waits in close() instead (see engine_io.cpp).
+  Result<std::pair<struct stat, Opened>> create(uint64_t parent, std::string_view name, mode_t mode, int flags,
+                                                const Caller& who);
   // `reader` is the calling process (receipts name it).
   std::optional<WaiterId> read(uint64_t fh, size_t size, off_t offset, bool nonblock, pid_t reader,
                                ReadCompletion done);
