@@ -68,10 +68,14 @@ void opRead(fuse_req_t req, fuse_ino_t, size_t size, off_t off, fuse_file_info* 
 
 void opWrite(fuse_req_t req, fuse_ino_t, const char* buf, size_t size, off_t off, fuse_file_info* fi) noexcept {
   guarded(req, "write", [&] {
-    auto r = fsOf(req).engine.write(fi->fh, std::string_view(buf, size), off, (fi->flags & O_NONBLOCK) != 0,
-                                    callerOf(req, true));
-    if (!r) return replyError(req, r.error());
-    fuse_reply_write(req, *r);
+    auto parked = std::make_shared<ParkedRequest>(req);
+    auto reply = [](fuse_req_t r, const Result<size_t>& written) {
+      if (!written) return replyError(r, written.error());
+      fuse_reply_write(r, *written);
+    };
+    // A write of a batch node waits while its messages do not fit.
+    parked->arm(fsOf(req).engine.write(fi->fh, std::string_view(buf, size), off, (fi->flags & O_NONBLOCK) != 0,
+                                       callerOf(req, true), ParkedRequest::completion<Result<size_t>>(parked, reply)));
   });
 }
 

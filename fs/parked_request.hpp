@@ -1,5 +1,5 @@
 // A request whose reply may come later, from whichever thread completes its engine waiter
-// (a blocked read, close or fsync).
+// (a blocked read, write, close or fsync).
 //
 // Two hazards shape it (see fuse-notes): fuse_req_interrupt_func on a request that is
 // already replied is a use-after-free, and a reply from inside the interrupt callback

@@ -59,9 +59,10 @@ namespace {
 
 // Completes a waiter taken out of its list with an error.
 std::function<void()> failWaiter(Waiter& w, int err) {
-  return [onRead = std::move(w.onRead), onStatus = std::move(w.onStatus), err] {
+  return [onRead = std::move(w.onRead), onStatus = std::move(w.onStatus), onWrite = std::move(w.onWrite), err] {
     if (onRead) onRead(fail(err));
     if (onStatus) onStatus(fail(err));
+    if (onWrite) onWrite(fail(err));
   };
 }
 
@@ -98,14 +99,24 @@ Result<Opened> Engine::open(uint64_t ino, int flags, const Caller& who) {
   switch (ino::kindOf(ino)) {
     case ino::Kind::Send:
     case ino::Kind::Receive:
-    case ino::Kind::Status: {
+    case ino::Kind::Status:
+    case ino::Kind::SendLines:
+    case ino::Kind::ReceiveLines:
+    case ino::Kind::SendFrames:
+    case ino::Kind::ReceiveFrames: {
       auto box = mailboxById(ino::idOf(ino));
       if (!box) return fail(ENOENT);
-      const auto kind = ino::kindOf(ino);
+      auto kind = ino::kindOf(ino);
+      detail::Batch batch = detail::Batch::None;
+      if (kind == ino::Kind::SendLines || kind == ino::Kind::ReceiveLines) batch = detail::Batch::Lines;
+      if (kind == ino::Kind::SendFrames || kind == ino::Kind::ReceiveFrames) batch = detail::Batch::Frames;
+      if (kind == ino::Kind::SendLines || kind == ino::Kind::SendFrames) kind = ino::Kind::Send;
+      if (kind == ino::Kind::ReceiveLines || kind == ino::Kind::ReceiveFrames) kind = ino::Kind::Receive;
       if (kind == ino::Kind::Send) {
         if (readOnly) return fail(EACCES);  // .send is for writing
         if (auto ok = checkPolicy(*box, who.pid, false); !ok) return fail(ok.error());
         auto h = makeHandle(HandleKind::Sender, box);
+        h->batch = batch;
         h->nonblock = nonblock;
         h->openerPid = who.pid;
         opened.fh = addHandle(std::move(h));
@@ -114,6 +125,7 @@ Result<Opened> Engine::open(uint64_t ino, int flags, const Caller& who) {
         if (!readOnly) return fail(EACCES);  // .receive is for reading
         if (auto ok = checkPolicy(*box, who.pid, true); !ok) return fail(ok.error());
         auto h = makeHandle(HandleKind::Receiver, box);
+        h->batch = batch;
         h->nonblock = nonblock;
         h->openerPid = who.pid;
         ++box->receiverOpens[who.pid];
@@ -234,6 +246,10 @@ std::optional<WaiterId> Engine::read(uint64_t fh, size_t size, off_t offset, boo
         after.push_back([d = std::move(done)] { d(Bytes::empty()); });
       }
       done = nullptr;
+    } else if (h->batch != detail::Batch::None && !h->box->removed && !shutDown_ && h->box->receivers.empty() &&
+               canTake(*h->box)) {
+      result = takeBatch(*h->box, *h, size, reader, after);
+      dispatch(*h->box, after);  // taking made room for blocked senders
     } else if (h->current) {
       result = takeChunk(*h, size, reader, after);
     } else if (h->atEnd) {
@@ -266,13 +282,32 @@ std::optional<WaiterId> Engine::read(uint64_t fh, size_t size, off_t offset, boo
   return parked;
 }
 
-Result<size_t> Engine::write(uint64_t fh, std::string_view data, off_t offset, bool nonblock, const Caller& who) {
+std::optional<WaiterId> Engine::write(uint64_t fh, std::string_view data, off_t offset, bool nonblock,
+                                      const Caller& who, WriteCompletion done) {
   After after;
-  auto result = [&]() -> Result<size_t> {
-  std::lock_guard lock(mutex_);
-  Handle* h = handle(fh);
-  if (!h) return fail(EBADF);
-  h->nonblock = nonblock;
+  Result<size_t> result = fail(EBADF);
+  std::optional<WaiterId> parked;
+  {
+    std::lock_guard lock(mutex_);
+    if (Handle* h = handle(fh)) {
+      h->nonblock = nonblock;
+      if (h->kind == HandleKind::Sender && h->batch != detail::Batch::None) {
+        parked = writeBatch(*h, data, nonblock, who, done, after);
+        done = nullptr;
+      } else {
+        result = writeNow(*h, data, offset, nonblock, who, after);
+      }
+    }
+  }
+  if (done) done(result);
+  run(after);
+  return parked;
+}
+
+// REQUIRES: mutex_ held. Writes that never wait.
+Result<size_t> Engine::writeNow(Handle& handleRef, std::string_view data, off_t offset, bool nonblock,
+                                const Caller& who, After& after) {
+  Handle* h = &handleRef;
   if (h->kind == HandleKind::Segment || h->kind == HandleKind::Semaphore) return writeShmSem(*h, data, offset, after);
   if (data.empty()) return 0;  // writes nothing, starts no message
   if (h->kind == HandleKind::Sender) {
@@ -322,9 +357,6 @@ Result<size_t> Engine::write(uint64_t fh, std::string_view data, off_t offset, b
     return data.size();
   }
   return fail(EBADF);
-  }();
-  run(after);
-  return result;
 }
 
 std::optional<WaiterId> Engine::flush(uint64_t fh, StatusCompletion done) {
@@ -335,6 +367,8 @@ std::optional<WaiterId> Engine::flush(uint64_t fh, StatusCompletion done) {
     Handle* h = handle(fh);
     if (!h) {
       after.push_back([d = std::move(done)] { d(fail(EBADF)); });
+    } else if (h->kind == HandleKind::Sender && h->batch != detail::Batch::None) {
+      parked = flushBatch(*h, std::move(done), after);
     } else if (h->kind == HandleKind::Sender && h->composing) {
       parked = send(*h, draftMessage(*h), std::move(done), {}, 0, after);
     } else if (h->kind == HandleKind::DropIn && h->written && !h->delivered && !h->discarded) {
@@ -374,7 +408,10 @@ void Engine::release(uint64_t fh) {
     switch (h.kind) {
       case HandleKind::Sender:
         // Written but never flushed (rare: FLUSH precedes RELEASE): delivered if it fits now.
-        if (h.composing) (void)send(h, draftMessage(h), {}, {}, 0, after);
+        if (h.batch != detail::Batch::None)
+          (void)flushBatch(h, {}, after);
+        else if (h.composing)
+          (void)send(h, draftMessage(h), {}, {}, 0, after);
         break;
       case HandleKind::DropIn:
         if (!h.delivered && !h.discarded) {
@@ -468,7 +505,16 @@ void Engine::cancelMailboxWaiter(WaiterId id, After& after) {
       --receiversWaiting_;
       if (Handle* h = handle(w.fh)) h->parked.reset();
     }
-    if (w.kind == WaitKind::Send) --sendersWaiting_;
+    if (w.kind == WaitKind::Send || w.kind == WaitKind::SendBatch) --sendersWaiting_;
+    if (w.kind == WaitKind::SendBatch) {
+      // Interrupted midway: a short write of what entered; the rest is not queued.
+      for (const auto& m : w.batch) releaseBytes(m->payload->size());
+      if (w.batchEntered > 0) {
+        after.push_back([d = std::move(w.onWrite), n = w.batchEnds[w.batchEntered - 1]] { d(n); });
+        dispatch(box, after);
+        return;
+      }
+    }
     if (w.kind == WaitKind::Send) {
       // An interrupted sender's message is not queued.
       releaseBytes(w.msg->payload->size());
@@ -478,7 +524,7 @@ void Engine::cancelMailboxWaiter(WaiterId id, After& after) {
       }
     }
     after.push_back(failWaiter(w, EINTR));
-    if (w.kind == WaitKind::Send) dispatch(box, after);  // those behind move up
+    if (w.kind != WaitKind::Receive && w.kind != WaitKind::Receipt) dispatch(box, after);  // those behind move up
     return;
   }
 }

@@ -33,7 +33,11 @@ struct ControlEntry {
 };
 constexpr ControlEntry kControlNodes[] = {{".send", ino::Kind::Send},
                                           {".receive", ino::Kind::Receive},
-                                          {".status", ino::Kind::Status}};
+                                          {".status", ino::Kind::Status},
+                                          {".send-lines", ino::Kind::SendLines},
+                                          {".receive-lines", ino::Kind::ReceiveLines},
+                                          {".send-frames", ino::Kind::SendFrames},
+                                          {".receive-frames", ino::Kind::ReceiveFrames}};
 
 // Directory offsets: 1 and 2 are "." and "..", entries start at kFirstEntry + their key.
 constexpr uint64_t kFirstEntry = 3;
@@ -244,10 +248,12 @@ void Engine::destroyMailbox(const MailboxPtr& box, After& after) {
       } else if (w.kind != detail::WaitKind::Receipt) {
         --sendersWaiting_;
         if (w.msg) releaseBytes(w.msg->payload->size());
+        for (const auto& m : w.batch) releaseBytes(m->payload->size());
       }
       after.push_back([w = std::move(w)]() mutable {
         if (w.onRead) w.onRead(fail(EIDRM));
         if (w.onStatus) w.onStatus(fail(EIDRM));
+        if (w.onWrite) w.onWrite(fail(EIDRM));
       });
     }
     list->clear();

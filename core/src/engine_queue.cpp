@@ -38,7 +38,7 @@ WaiterId Engine::parkWaiter(Mailbox& box, std::list<Waiter>& list, Waiter w) {
   if (w.id == 0) w.id = nextWaiter_++;
   const WaiterId id = w.id;
   if (w.kind == WaitKind::Receive) ++receiversWaiting_;
-  if (w.kind == WaitKind::Send) ++sendersWaiting_;
+  if (w.kind == WaitKind::Send || w.kind == WaitKind::SendBatch) ++sendersWaiting_;
   list.push_back(std::move(w));
   waiterHomes_.emplace(id, &box);
   return id;
@@ -113,23 +113,59 @@ bool Engine::canTake(const Mailbox& box) const {
   return !box.senders.empty();
 }
 
+// The message a receiver would get next. REQUIRES: canTake(box).
+const Engine::MessagePtr& Engine::peekNext(const Mailbox& box) const {
+  if (!box.queue.empty()) return box.queue.begin()->second;
+  const Waiter& w = box.senders.front();
+  return w.kind == WaitKind::SendBatch ? w.batch.front() : w.msg;
+}
+
+// Takes the next message out of the mailbox: the queue's head, or straight from the
+// longest-blocked sender (sender and receiver meet). Its name is no longer taken.
 // REQUIRES: canTake(box).
-void Engine::takeNext(Mailbox& box, Handle& h, pid_t reader, After& after) {
-  (void)reader;
+Engine::MessagePtr Engine::popNext(Mailbox& box, After& after) {
   if (!box.queue.empty()) {
     MessagePtr msg = box.queue.begin()->second;
     unqueue(box, msg);
-    takeInto(box, msg, h);
-    return;
+    return msg;
   }
-  // Straight from the longest-blocked sender: sender and receiver meet.
-  Waiter w = std::move(box.senders.front());
+  Waiter& front = box.senders.front();
+  if (front.kind == WaitKind::SendBatch) {
+    MessagePtr msg = front.batch.front();
+    front.batch.pop_front();
+    assignSeqAndName(box, *msg);
+    ++front.batchEntered;
+    if (front.batch.empty()) {
+      Waiter w = std::move(front);
+      box.senders.pop_front();
+      waiterHomes_.erase(w.id);
+      --sendersWaiting_;
+      if (Handle* sender = handle(w.fh)) sender->draft = std::move(w.leftover);
+      after.push_back([done = std::move(w.onWrite), n = w.batchTotal] { done(n); });
+    }
+    return msg;
+  }
+  Waiter w = std::move(front);
   box.senders.pop_front();
   waiterHomes_.erase(w.id);
   --sendersWaiting_;
   assignSeqAndName(box, *w.msg);
   if (Handle* sender = handle(w.fh)) sent(*sender, w.msg, w.onStatus, w.onRead, w.size, after, w.id);
-  takeInto(box, w.msg, h);
+  return w.msg;
+}
+
+// REQUIRES: canTake(box).
+void Engine::takeNext(Mailbox& box, Handle& h, pid_t reader, After& after) {
+  (void)reader;
+  takeInto(box, popNext(box, after), h);
+}
+
+// A message read to the end (or taken whole by a batch read) is gone; its sender may
+// learn who took it.
+void Engine::finishTaken(Mailbox& box, const MessagePtr& msg, pid_t reader, After& after) {
+  releaseBytes(msg->payload->size());
+  ++box.received;
+  settleReceipt(*msg, fmt::format("delivered {} to {}\n", msg->seq, reader), after);
 }
 
 Bytes Engine::takeChunk(Handle& h, size_t size, pid_t reader, After& after) {
@@ -146,15 +182,13 @@ Bytes Engine::takeChunk(Handle& h, size_t size, pid_t reader, After& after) {
   return chunk;
 }
 
-// The receiver read the last byte: the message is gone, and its sender may learn who took it.
+// The receiver read the last byte.
 void Engine::finishMessage(Handle& h, pid_t reader, After& after) {
   Mailbox& box = *h.box;
   MessagePtr msg = std::move(h.current);
   if (auto it = box.byName.find(msg->name); it != box.byName.end() && it->second == msg) box.byName.erase(it);
-  releaseBytes(msg->payload->size());
-  ++box.received;
   h.offset = 0;
-  settleReceipt(*msg, fmt::format("delivered {} to {}\n", msg->seq, reader), after);
+  finishTaken(box, msg, reader, after);
 }
 
 void Engine::settleReceipt(const detail::Message& msg, std::string line, After& after) {
@@ -210,13 +244,32 @@ std::optional<WaiterId> Engine::sent(Handle& h, const MessagePtr& msg, StatusCom
   return parkReceipt(h, readSize, done, after, reuse);
 }
 
+// One message of a blocked batch write enters the queue; the write completes with its last.
+void Engine::enterFromBatch(Mailbox& box, Waiter& w, After& after) {
+  MessagePtr msg = w.batch.front();
+  w.batch.pop_front();
+  assignSeqAndName(box, *msg);
+  enqueueTail(box, msg, after);
+  ++w.batchEntered;
+}
+
 // Blocked senders enter, in arrival order, while there is room.
 void Engine::admitSenders(Mailbox& box, After& after) {
   while (!box.senders.empty() && hasRoom(box)) {
-    Waiter w = std::move(box.senders.front());
+    Waiter& front = box.senders.front();
+    if (front.kind == WaitKind::SendBatch) {
+      while (!front.batch.empty() && hasRoom(box)) enterFromBatch(box, front, after);
+      if (!front.batch.empty()) break;
+    }
+    Waiter w = std::move(front);
     box.senders.pop_front();
     waiterHomes_.erase(w.id);
     --sendersWaiting_;
+    if (w.kind == WaitKind::SendBatch) {
+      if (Handle* h = handle(w.fh)) h->draft = std::move(w.leftover);
+      after.push_back([done = std::move(w.onWrite), n = w.batchTotal] { done(n); });
+      continue;
+    }
     assignSeqAndName(box, *w.msg);
     enqueueTail(box, w.msg, after);
     if (Handle* h = handle(w.fh)) sent(*h, w.msg, w.onStatus, w.onRead, w.size, after, w.id);
@@ -234,8 +287,12 @@ void Engine::dispatch(Mailbox& box, After& after) {
     --receiversWaiting_;
     Handle* h = handle(w.fh);
     h->parked.reset();
-    takeNext(box, *h, w.pid, after);
-    after.push_back([done = std::move(w.onRead), chunk = takeChunk(*h, w.size, w.pid, after)] { done(chunk); });
+    if (h->batch != detail::Batch::None) {
+      after.push_back([done = std::move(w.onRead), r = takeBatch(box, *h, w.size, w.pid, after)] { done(r); });
+    } else {
+      takeNext(box, *h, w.pid, after);
+      after.push_back([done = std::move(w.onRead), chunk = takeChunk(*h, w.size, w.pid, after)] { done(chunk); });
+    }
     admitSenders(box, after);
   }
 }
@@ -286,18 +343,12 @@ std::optional<WaiterId> Engine::send(Handle& h, MessagePtr msg, StatusCompletion
     return receiptWaiter;
   }
   if (box.senders.empty() && !box.receivers.empty()) {
-    // Full (or capacity 0) but a receiver waits: it takes the message from our hands.
-    Waiter w = std::move(box.receivers.front());
-    box.receivers.pop_front();
-    waiterHomes_.erase(w.id);
-    --receiversWaiting_;
-    Handle* receiver = handle(w.fh);
-    receiver->parked.reset();
+    // Full (or capacity 0) but a receiver waits (so the queue is empty): it takes the
+    // message from our hands. Queued for no longer than this call, under the lock.
     assignSeqAndName(box, *msg);
+    enqueueTail(box, msg, after);
     auto receiptWaiter = sent(h, msg, onStatus, onRead, readSize, after);
-    takeInto(box, msg, *receiver);
-    after.push_back(
-        [done = std::move(w.onRead), chunk = takeChunk(*receiver, w.size, w.pid, after)] { done(chunk); });
+    dispatch(box, after);
     return receiptWaiter;
   }
   if (h.nonblock || (!onStatus && !onRead)) return refuse(EAGAIN);

@@ -81,16 +81,21 @@ Result<struct stat> Engine::statOf(uint64_t ino) const {
     }
     case Kind::Send:
     case Kind::Receive:
-    case Kind::Status: {
+    case Kind::Status:
+    case Kind::SendLines:
+    case Kind::ReceiveLines:
+    case Kind::SendFrames:
+    case Kind::ReceiveFrames: {
       auto box = mailboxById(id);
       if (!box) return fail(ENOENT);
       const mode_t m = box->mode;
       mode_t mode = 0;
       off_t size = 0;
-      if (ino::kindOf(ino) == Kind::Send) {
+      const Kind kind = ino::kindOf(ino);
+      if (kind == Kind::Send || kind == Kind::SendLines || kind == Kind::SendFrames) {
         // Sending needs write permission on the mailbox; O_RDWR (receipts) reads too.
         mode = (m & 0222) | ((m & 0222) << 1);
-      } else if (ino::kindOf(ino) == Kind::Receive) {
+      } else if (kind == Kind::Receive || kind == Kind::ReceiveLines || kind == Kind::ReceiveFrames) {
         mode = m & 0444;  // size 0: reading takes, so content sniffers must not read
       } else {
         mode = m & 0444;

@@ -5,6 +5,7 @@
 #include <time.h>
 
 #include <cstdint>
+#include <deque>
 #include <list>
 #include <map>
 #include <memory>
@@ -39,9 +40,14 @@ struct Message {
   bool holdsPlace = false;  // a drop-in being written that took a place (Mailbox::reserved)
 };
 
+// Batch nodes: .send-lines/.receive-lines (a message per line) and .send-frames /
+// .receive-frames (4-byte little-endian length, then the payload).
+enum class Batch : uint8_t { None, Lines, Frames };
+
 enum class WaitKind {
   Receive,  // a read of .receive on an empty mailbox
   Send,     // a close/fsync (or receipt read) whose message waits for room or a receiver
+  SendBatch,  // a write of a batch node whose messages wait, in order, for room
   Receipt,  // a read of .send (O_RDWR) waiting for its message's fate
 };
 
@@ -54,6 +60,14 @@ struct Waiter {
   ReadCompletion onRead;      // Receive, Receipt; Send started by a receipt read
   StatusCompletion onStatus;  // Send started by close/fsync
   std::shared_ptr<Message> msg;  // Send: the message waiting to enter
+  // SendBatch: the write's messages still to enter, and what the write has consumed once
+  // message i has entered (a short write if interrupted midway).
+  WriteCompletion onWrite;
+  std::deque<std::shared_ptr<Message>> batch;
+  std::vector<size_t> batchEnds;
+  size_t batchEntered = 0;
+  size_t batchTotal = 0;
+  std::string leftover;  // an incomplete line or frame, kept for the write that completes it
 };
 
 enum class Policy { Any, Exclusive, Pair };
@@ -133,6 +147,7 @@ enum class HandleKind { Sender, DropIn, Receiver, Snapshot, Segment, Semaphore }
 struct Handle {
   HandleKind kind{};
   uint64_t fh = 0;
+  Batch batch = Batch::None;  // Sender, Receiver: a batch node
   std::shared_ptr<Mailbox> box;  // keeps a removed mailbox alive for its open files
   // Sender: the message being composed since the last delivery.
   std::string draft;

@@ -526,11 +526,13 @@ TEST(EngineConcurrencyTest, FourSendersAndFourReceiversPassEveryMessageExactlyOn
       }
       for (int i = 0; i < kPerSender; ++i) {
         const std::string text = std::to_string(s) + ":" + std::to_string(i);
-        auto w = engine.write(opened->fh, text, 0, false, me);
+        std::optional<Result<size_t>> w;
+        auto writeParked = engine.write(opened->fh, text, 0, false, me, [&](Result<size_t> r) { w.emplace(r); });
+        if (writeParked) engine.cancel(*writeParked);  // a .send write never waits
         std::optional<Status> flushed;
         auto parked = engine.flush(opened->fh, [&](Status st) { flushed.emplace(st); });
         if (parked) engine.cancel(*parked);  // an unlimited mailbox never makes a sender wait
-        if (!w || !flushed || !*flushed) {
+        if (!w || !*w || !flushed || !*flushed) {
           senderErrors[s] = "send " + text + " failed";
           break;
         }

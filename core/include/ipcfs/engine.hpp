@@ -45,6 +45,7 @@ using WaiterId = uint64_t;
 struct Opened;
 using ReadCompletion = std::function<void(Result<Bytes>)>;
 using StatusCompletion = std::function<void(Status)>;
+using WriteCompletion = std::function<void(Result<size_t>)>;
 using PollNotify = std::function<void()>;  // one-shot: "look again"; dropped unfired on release
 
 // How the adapter should open a file.
@@ -111,7 +112,9 @@ class Engine {
   // `reader` is the calling process (receipts name it).
   std::optional<WaiterId> read(uint64_t fh, size_t size, off_t offset, bool nonblock, pid_t reader,
                                ReadCompletion done);
-  Result<size_t> write(uint64_t fh, std::string_view data, off_t offset, bool nonblock, const Caller& who);
+  // Returns what was written; a write of a batch node waits while its messages do not fit.
+  std::optional<WaiterId> write(uint64_t fh, std::string_view data, off_t offset, bool nonblock, const Caller& who,
+                                WriteCompletion done);
   // A close() of one descriptor: delivers what was written since the last delivery,
   // waiting for room (or, at capacity 0, for a receiver).
   std::optional<WaiterId> flush(uint64_t fh, StatusCompletion done);
@@ -155,6 +158,18 @@ class Engine {
   void takeInto(detail::Mailbox& box, const MessagePtr& msg, detail::Handle& h);
   bool canTake(const detail::Mailbox& box) const;
   void takeNext(detail::Mailbox& box, detail::Handle& h, pid_t reader, After& after);
+  const MessagePtr& peekNext(const detail::Mailbox& box) const;
+  MessagePtr popNext(detail::Mailbox& box, After& after);
+  void finishTaken(detail::Mailbox& box, const MessagePtr& msg, pid_t reader, After& after);
+  void enterFromBatch(detail::Mailbox& box, detail::Waiter& w, After& after);
+  // Batch nodes (engine_batch.cpp).
+  Result<size_t> writeNow(detail::Handle& h, std::string_view data, off_t offset, bool nonblock, const Caller& who,
+                          After& after);
+  std::optional<WaiterId> writeBatch(detail::Handle& h, std::string_view data, bool nonblock, const Caller& who,
+                                     WriteCompletion& done, After& after);
+  Result<Bytes> takeBatch(detail::Mailbox& box, const detail::Handle& h, size_t size, pid_t reader, After& after);
+  // A batch sender's close/fsync; from release (no completion) it never waits.
+  std::optional<WaiterId> flushBatch(detail::Handle& h, StatusCompletion done, After& after);
   void dispatch(detail::Mailbox& box, After& after);
   void admitSenders(detail::Mailbox& box, After& after);
   bool hasRoom(const detail::Mailbox& box) const;
