@@ -3,7 +3,10 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <array>
 #include <charconv>
+#include <chrono>
+#include <mutex>
 #include <cstdio>
 #include <string_view>
 
@@ -11,8 +14,7 @@ namespace ipcfs::fs {
 
 namespace {
 
-pid_t tgidOf(pid_t tid) {
-  if (tid <= 0) return tid;
+pid_t readTgid(pid_t tid) {
   char path[32];
   std::snprintf(path, sizeof path, "/proc/%d/status", tid);
   const int fd = ::open(path, O_RDONLY | O_CLOEXEC);
@@ -29,6 +31,40 @@ pid_t tgidOf(pid_t tid) {
   pid_t tgid = tid;
   std::from_chars(text.data(), text.data() + text.size(), tgid);
   return tgid;
+}
+
+// The thread group of a thread never changes while it lives; a recycled tid would need a
+// thread to die and its id to be reused within the entry's lifetime, so entries expire
+// after a second. Saves a /proc read on every READ/WRITE of a busy client.
+class TgidCache {
+ public:
+  pid_t lookup(pid_t tid) {
+    if (tid <= 0) return tid;
+    const auto now = std::chrono::steady_clock::now();
+    Slot& slot = slots_[static_cast<size_t>(tid) % slots_.size()];
+    {
+      std::lock_guard lock(mutex_);
+      if (slot.tid == tid && now - slot.at < std::chrono::seconds(1)) return slot.tgid;
+    }
+    const pid_t tgid = readTgid(tid);
+    std::lock_guard lock(mutex_);
+    slot = {tid, tgid, now};
+    return tgid;
+  }
+
+ private:
+  struct Slot {
+    pid_t tid = 0;
+    pid_t tgid = 0;
+    std::chrono::steady_clock::time_point at;
+  };
+  std::mutex mutex_;  // leaf lock; guards slots_
+  std::array<Slot, 1024> slots_{};
+};
+
+pid_t tgidOf(pid_t tid) {
+  static TgidCache cache;
+  return cache.lookup(tid);
 }
 
 }  // namespace

@@ -48,7 +48,7 @@ void opCreate(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, 
     e.ino = st.st_ino;
     e.attr = st;
     e.attr_timeout = kAttrTimeout;
-    e.entry_timeout = kEntryTimeout;
+    e.entry_timeout = entryTimeoutFor(st.st_ino);
     if (fuse_reply_create(req, &e, fi) == -ENOENT) fsOf(req).engine.release(opened.fh);  // creator gone
   });
 }

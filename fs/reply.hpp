@@ -8,13 +8,22 @@
 #include <system_error>
 
 #include "context.hpp"
+#include "ipcfs/inode.hpp"
 
 namespace ipcfs::fs {
 
-// Every node's attributes may change from the daemon's side at any time (a message taken,
-// a mailbox renamed by another process), so the kernel caches nothing.
-inline constexpr double kEntryTimeout = 0.0;
+// Attributes change from the daemon's side at any time (a mailbox's mtime when a message
+// arrives, .status sizes), so the kernel caches none. Names change from the daemon's side
+// only for messages (taken, forwarded) and by-id links (a mailbox removed); every other
+// name changes only through this mount's own mkdir/rmdir/rename/unlink, which the kernel
+// sees, so those entries may stay cached and save a LOOKUP per path component.
 inline constexpr double kAttrTimeout = 0.0;
+inline constexpr double kStableEntryTimeout = 3600.0;
+
+inline double entryTimeoutFor(uint64_t ino) {
+  const auto kind = ino::kindOf(ino);
+  return kind == ino::Kind::Message || kind == ino::Kind::IdLink ? 0.0 : kStableEntryTimeout;
+}
 
 inline void replyError(fuse_req_t req, std::errc e) { fuse_reply_err(req, static_cast<int>(e)); }
 
@@ -23,7 +32,7 @@ inline void replyEntry(fuse_req_t req, const struct stat& st) {
   e.ino = st.st_ino;
   e.attr = st;
   e.attr_timeout = kAttrTimeout;
-  e.entry_timeout = kEntryTimeout;
+  e.entry_timeout = entryTimeoutFor(st.st_ino);
   fuse_reply_entry(req, &e);
 }
 
