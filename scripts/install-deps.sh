@@ -14,4 +14,5 @@ apt-get install -y -qq --no-install-recommends \
   libgtest-dev googletest \
   python3 python3-pytest python3-pytest-timeout nodejs \
   attr procps psmisc util-linux coreutils bash \
-  file mc tmux libglib2.0-bin >/dev/null
+  file mc tmux libglib2.0-bin \
+  redis-server libhiredis-dev >/dev/null

@@ -126,7 +126,10 @@ Result<struct stat> Engine::statOf(uint64_t ino) const {
 
 std::string Engine::renderMailboxStatus(const Mailbox& box) const {
   std::string bound;
-  for (const auto& b : box.pair) bound += (bound.empty() ? "" : " ") + std::to_string(b.pid);
+  for (const auto& b : box.pair) {
+    if (!bound.empty()) bound += ' ';
+    bound += std::to_string(b.pid);
+  }
   return fmt::format(
       "id: {}\nname: {}\nmessages: {}\nbytes: {}\ncapacity: {}\npolicy: {}\nbound: {}\nmax_msg_size: {}\n"
       "receivers_waiting: {}\nsenders_waiting: {}\nreceipts_waiting: {}\nsent: {}\nreceived: {}\nredelivered: {}\n",
