@@ -14,6 +14,7 @@ struct Filesystem {
   explicit Filesystem(Limits limits) : engine(limits) {}
   Engine engine;
   std::shared_ptr<spdlog::logger> log;  // "fs"; set once the daemon has its final process
+  fuse_session* session = nullptr;      // for notifications to the kernel
 };
 
 inline Filesystem& fsOf(fuse_req_t req) { return *static_cast<Filesystem*>(fuse_req_userdata(req)); }

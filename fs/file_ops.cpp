@@ -47,7 +47,7 @@ void opCreate(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, 
     fuse_entry_param e{};
     e.ino = st.st_ino;
     e.attr = st;
-    e.attr_timeout = kAttrTimeout;
+    e.attr_timeout = attrTimeoutFor(st.st_ino);
     e.entry_timeout = entryTimeoutFor(st.st_ino);
     if (fuse_reply_create(req, &e, fi) == -ENOENT) fsOf(req).engine.release(opened.fh);  // creator gone
   });

@@ -71,6 +71,7 @@ int main(int argc, char** argv) {
   const fuse_lowlevel_ops ops = makeOperations();
   fuse_session* se = fuse_session_new(&owner.args, &ops, sizeof ops, filesystem.get());
   if (!se) return 2;  // libfuse has printed the offending option
+  filesystem->session = se;
   if (fuse_set_signal_handlers(se) != 0) {
     fuse_session_destroy(se);
     return fail("cannot install signal handlers");

@@ -21,7 +21,7 @@ void opGetattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info*) noexcept {
   guarded(req, "getattr", [&] {
     auto r = fsOf(req).engine.getattr(ino);
     if (!r) return replyError(req, r.error());
-    fuse_reply_attr(req, &*r, kAttrTimeout);
+    fuse_reply_attr(req, &*r, attrTimeoutFor(ino));
   });
 }
 
@@ -40,7 +40,15 @@ void opSetattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set, fu
     if (to_set & FUSE_SET_ATTR_MTIME_NOW) change.mtime = nowTs;
     auto r = fsOf(req).engine.setattr(ino, change);
     if (!r) return replyError(req, r.error());
-    fuse_reply_attr(req, &*r, kAttrTimeout);
+    if (ino::kindOf(ino) == ino::Kind::Mailbox && (change.mode || change.uid || change.gid)) {
+      // Control nodes take their mode and owner from the mailbox: drop their cached
+      // attributes now rather than when they expire. (No directory lock is involved:
+      // safe from inside a request.)
+      for (auto kind : {ino::Kind::Send, ino::Kind::Receive, ino::Kind::Status, ino::Kind::SendLines,
+                        ino::Kind::ReceiveLines, ino::Kind::SendFrames, ino::Kind::ReceiveFrames})
+        fuse_lowlevel_notify_inval_inode(fsOf(req).session, ino::make(kind, ino::idOf(ino)), -1, 0);
+    }
+    fuse_reply_attr(req, &*r, attrTimeoutFor(ino));
   });
 }
 

@@ -12,13 +12,27 @@
 
 namespace ipcfs::fs {
 
-// Attributes change from the daemon's side at any time (a mailbox's mtime when a message
-// arrives, .status sizes), so the kernel caches none. Names change from the daemon's side
+// With default_permissions the kernel checks the attributes of every directory on a path
+// and of the file opened, fetching them again once they expire: with no caching an echo
+// into .send costs two GETATTRs besides its four requests. So attributes are cached:
+// forever for the root and top-level directories (they never change); for a second for
+// mailboxes and their control nodes (what changes from the daemon's side is only a
+// mailbox's times and a .status size; a chmod/chown goes through this mount and
+// invalidates the control nodes, see node_ops.cpp); not at all for messages, shm/ and
+// sem/ files. Names change from the daemon's side
 // only for messages (taken, forwarded) and by-id links (a mailbox removed); every other
 // name changes only through this mount's own mkdir/rmdir/rename/unlink, which the kernel
 // sees, so those entries may stay cached and save a LOOKUP per path component.
-inline constexpr double kAttrTimeout = 0.0;
 inline constexpr double kStableEntryTimeout = 3600.0;
+inline constexpr double kStableAttrTimeout = 3600.0;
+
+inline constexpr double kMailboxAttrTimeout = 1.0;
+
+inline double attrTimeoutFor(uint64_t ino) {
+  if (ino >= ino::kRoot && ino <= ino::kById) return kStableAttrTimeout;
+  const auto kind = ino::kindOf(ino);
+  return kind >= ino::Kind::Mailbox && kind <= ino::Kind::ReceiveFrames ? kMailboxAttrTimeout : 0.0;
+}
 
 inline double entryTimeoutFor(uint64_t ino) {
   const auto kind = ino::kindOf(ino);
@@ -31,7 +45,7 @@ inline void replyEntry(fuse_req_t req, const struct stat& st) {
   fuse_entry_param e{};
   e.ino = st.st_ino;
   e.attr = st;
-  e.attr_timeout = kAttrTimeout;
+  e.attr_timeout = attrTimeoutFor(st.st_ino);
   e.entry_timeout = entryTimeoutFor(st.st_ino);
   fuse_reply_entry(req, &e);
 }

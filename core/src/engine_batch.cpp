@@ -3,6 +3,7 @@
 // The complete units of one write() enter together and in order; an incomplete last one
 // waits for the write that completes it (or, for a line, for close()). `.receive-lines` /
 // `.receive-frames`: one read() takes as many whole messages as fit its buffer.
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
@@ -112,26 +113,22 @@ std::optional<WaiterId> Engine::writeBatch(Handle& h, std::string_view data, boo
   // Enter what fits now (behind no earlier blocked sender): into the queue, or straight
   // into a waiting receiver's hands.
   size_t entered = 0;
-  while (!msgs.empty() && box.senders.empty() && (hasRoom(box) || !box.receivers.empty())) {
+  // All that fit enter before any receiver is served: a waiting batch reader gets the
+  // write's lines together.
+  while (!msgs.empty() && box.senders.empty() && hasRoom(box)) {
     MessagePtr msg = std::move(msgs.front());
     msgs.pop_front();
     assignSeqAndName(box, *msg);
     enqueueTail(box, msg, after);
-    dispatch(box, after);
     ++entered;
   }
+  dispatch(box, after);
   if (msgs.empty()) {
     h.draft = std::move(leftover);
     return finish(data.size());
   }
-  auto dropRest = [&] {
-    for (const auto& m : msgs) releaseBytes(m->payload->size());
-    h.draft.clear();
-  };
-  if (nonblock) {
-    dropRest();
-    return finish(entered > 0 ? Result<size_t>(ends[entered - 1]) : Result<size_t>(fail(EAGAIN)));
-  }
+  // The rest waits behind earlier blocked senders, or for room; waiting receivers may
+  // take straight from it (capacity 0: sender and receiver meet).
   Waiter w;
   w.kind = WaitKind::SendBatch;
   w.fh = h.fh;
@@ -143,8 +140,20 @@ std::optional<WaiterId> Engine::writeBatch(Handle& h, std::string_view data, boo
   w.leftover = std::move(leftover);
   h.draft.clear();
   const WaiterId id = parkWaiter(box, box.senders, std::move(w));
-  wakePollers(box, after);  // at capacity 0 a blocked sender makes .receive* readable
-  return id;
+  wakePollers(box, after);  // a blocked sender makes .receive* readable at capacity 0
+  dispatch(box, after);
+  auto mine = std::find_if(box.senders.begin(), box.senders.end(), [&](const Waiter& x) { return x.id == id; });
+  if (mine == box.senders.end() || !nonblock) return id;  // done already, or waits
+  // Non-blocking: what entered is written (a short count), the rest is not queued.
+  Waiter rest = std::move(*mine);
+  box.senders.erase(mine);
+  waiterHomes_.erase(id);
+  --sendersWaiting_;
+  for (const auto& m : rest.batch) releaseBytes(m->payload->size());
+  Result<size_t> r = rest.batchEntered > 0 ? Result<size_t>(rest.batchEnds[rest.batchEntered - 1])
+                                           : Result<size_t>(fail(EAGAIN));
+  after.push_back([d = std::move(rest.onWrite), r] { d(r); });
+  return std::nullopt;
 }
 
 // Whole messages that fit in `size` bytes, at least one; EMSGSIZE (and nothing taken)
