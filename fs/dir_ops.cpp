@@ -28,8 +28,14 @@ void opRename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_ino_t ne
   guarded(req, "rename", [&] { replyStatus(req, fsOf(req).engine.rename(parent, name, newparent, newname, flags)); });
 }
 
-// FIFOs, devices, hard links and symlinks are not made by users (pipes/ will take mkfifo).
-void opMknod(fuse_req_t req, fuse_ino_t, const char*, mode_t, dev_t) noexcept { fuse_reply_err(req, EPERM); }
+// mkfifo in pipes/; devices, hard links and symlinks are not made by users.
+void opMknod(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, dev_t) noexcept {
+  guarded(req, "mknod", [&] {
+    auto r = fsOf(req).engine.mknod(parent, name, mode, callerOf(req));
+    if (!r) return replyError(req, r.error());
+    replyEntry(req, *r);
+  });
+}
 void opSymlink(fuse_req_t req, const char*, fuse_ino_t, const char*) noexcept { fuse_reply_err(req, EPERM); }
 void opLink(fuse_req_t req, fuse_ino_t, fuse_ino_t, const char*) noexcept { fuse_reply_err(req, EPERM); }
 

@@ -108,9 +108,7 @@ void opPoll(fuse_req_t req, fuse_ino_t, fuse_file_info* fi, fuse_pollhandle* ph)
     if (handle) notify = [handle] { fuse_lowlevel_notify_poll(handle->ph); };
     auto r = fsOf(req).engine.poll(fi->fh, std::move(notify));
     if (!r) return replyError(req, r.error());
-    unsigned events = POLLOUT | POLLWRNORM;
-    if (*r) events |= POLLIN | POLLRDNORM;
-    fuse_reply_poll(req, events);
+    fuse_reply_poll(req, *r);
   });
 }
 

@@ -1,6 +1,7 @@
 // Open files: opening, reading (receiving, peeking), writing (sending), closing, polling,
 // and the waiters that blocked reads become.
 #include <fcntl.h>
+#include <poll.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -163,6 +164,8 @@ Result<Opened> Engine::open(uint64_t ino, int flags, const Caller& who) {
     case ino::Kind::Segment:
     case ino::Kind::Semaphore:
       return openShmSem(ino, flags);
+    case ino::Kind::Pipe:
+      return openPipe(ino, flags);
     case ino::Kind::Mailbox:
       return fail(EISDIR);
     default:
@@ -203,6 +206,7 @@ Result<std::pair<struct stat, Opened>> Engine::create(uint64_t parent, std::stri
                                                       const Caller& who) {
   std::lock_guard lock(mutex_);
   if (parent == ino::kShm || parent == ino::kSem) return createShmSem(parent, name, mode, flags, who);
+  if (parent == ino::kPipes) return createPipe(name, mode, flags, who);
   // (messages are 0444 whatever `mode` says; chmod works afterwards)
   auto box = mailboxByIno(parent);
   if (!box) return fail(statOf(parent) ? EPERM : ENOENT);
@@ -230,6 +234,9 @@ std::optional<WaiterId> Engine::read(uint64_t fh, size_t size, off_t offset, boo
       result = fail(EBADF);
     } else if (h->kind == HandleKind::Segment || h->kind == HandleKind::Semaphore) {
       parked = readShmSem(*h, size, offset, nonblock, done, after);
+      done = nullptr;
+    } else if (h->kind == HandleKind::PipeEnd) {
+      parked = readPipe(*h, size, nonblock, done, after);
       done = nullptr;
     } else if (h->kind == HandleKind::Snapshot) {
       result = Bytes::slice(h->snapshot, static_cast<size_t>(offset), size);
@@ -293,6 +300,9 @@ std::optional<WaiterId> Engine::write(uint64_t fh, std::string_view data, off_t 
       h->nonblock = nonblock;
       if (h->kind == HandleKind::Sender && h->batch != detail::Batch::None) {
         parked = writeBatch(*h, data, nonblock, who, done, after);
+        done = nullptr;
+      } else if (h->kind == HandleKind::PipeEnd) {
+        parked = writePipe(*h, data, nonblock, done, after);
         done = nullptr;
       } else {
         result = writeNow(*h, data, offset, nonblock, who, after);
@@ -455,6 +465,9 @@ void Engine::release(uint64_t fh) {
       case HandleKind::Semaphore:
         releaseShmSem(h);
         break;
+      case HandleKind::PipeEnd:
+        releasePipe(h, after);
+        break;
       case HandleKind::Snapshot:
         break;
     }
@@ -463,21 +476,23 @@ void Engine::release(uint64_t fh) {
   run(after);
 }
 
-Result<bool> Engine::poll(uint64_t fh, PollNotify notify) {
+Result<unsigned> Engine::poll(uint64_t fh, PollNotify notify) {
+  constexpr unsigned kIn = POLLIN | POLLRDNORM, kOut = POLLOUT | POLLWRNORM;
   std::lock_guard lock(mutex_);
   Handle* h = handle(fh);
   if (!h) return fail(EBADF);
+  // Notifications are kept even when ready: edge-triggered epoll polls again only after
+  // one, so the next change must be able to send it.
+  if (h->kind == HandleKind::PipeEnd) return pollPipe(*h, notify);
   if (h->kind == HandleKind::Semaphore) {
-    if (notify) h->semaphore->pollers[fh] = std::move(notify);  // kept while readable too (see below)
-    return h->semaphore->value > 0 || shutDown_;
+    if (notify) h->semaphore->pollers[fh] = std::move(notify);
+    return (h->semaphore->value > 0 || shutDown_ ? kIn : 0u) | kOut;
   }
-  if (h->kind != HandleKind::Receiver) return true;
+  if (h->kind != HandleKind::Receiver) return kIn | kOut;
   Mailbox& box = *h->box;
   const bool readable = h->current || h->atEnd || canTake(box) || box.removed || shutDown_;
-  // Kept even when readable: edge-triggered epoll polls again only after a notification,
-  // so the next arrival must be able to send one.
   if (notify) box.pollers[fh] = std::move(notify);
-  return readable;
+  return readable ? kIn : 0u;
 }
 
 
@@ -485,7 +500,7 @@ void Engine::cancel(WaiterId id) {
   After after;
   {
     std::lock_guard lock(mutex_);
-    if (!cancelSemWaiter(id, after)) cancelMailboxWaiter(id, after);
+    if (!cancelSemWaiter(id, after) && !cancelPipeWaiter(id, after)) cancelMailboxWaiter(id, after);
   }
   run(after);
 }
@@ -542,6 +557,7 @@ void Engine::shutdown() {
       box->pollers.clear();
     }
     shutdownShmSem(after);
+    shutdownPipes(after);
     waiterHomes_.clear();
     receiversWaiting_ = 0;
     sendersWaiting_ = 0;

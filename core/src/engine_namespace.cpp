@@ -74,6 +74,7 @@ Result<struct stat> Engine::lookup(uint64_t parent, std::string_view name) {
     return mailboxStat(*it->second);
   }
   if (parent == ino::kShm || parent == ino::kSem) return lookupShmSem(parent, name);
+  if (parent == ino::kPipes) return lookupPipe(name);
   if (parent == ino::kById) {
     auto id = parseId(name);
     if (!id || !mailboxById(*id)) return fail(ENOENT);
@@ -110,6 +111,7 @@ Result<struct stat> Engine::setattr(uint64_t ino, const AttrChange& change) {
   };
   if (ino::kindOf(ino) == ino::Kind::Segment || ino::kindOf(ino) == ino::Kind::Semaphore)
     return setattrShmSem(ino, change);
+  if (ino::kindOf(ino) == ino::Kind::Pipe) return setattrPipe(ino, change);
   switch (ino::kindOf(ino)) {
     case ino::Kind::Mailbox: {
       auto box = mailboxById(ino::idOf(ino));
@@ -196,7 +198,8 @@ Status Engine::readdir(uint64_t ino, uint64_t offset, const std::function<bool(c
       if (!add({it->second->name, messageStat(*it->second), kFirstEntry + it->first})) return {};
   }
   if (ino == ino::kShm || ino == ino::kSem) readdirShmSem(ino, from, add);
-  return {};  // procs/, pipes/: empty until their kinds exist
+  if (ino == ino::kPipes) readdirPipes(from, add);
+  return {};  // procs/: empty until direct communication exists
 }
 
 Result<struct stat> Engine::mkdir(uint64_t parent, std::string_view name, mode_t mode, const Caller& who) {
@@ -268,6 +271,7 @@ Status Engine::unlink(uint64_t parent, std::string_view name) {
   Status result = [&]() -> Status {
   std::lock_guard lock(mutex_);
   if (parent == ino::kShm || parent == ino::kSem) return unlinkShmSem(parent, name);
+  if (parent == ino::kPipes) return unlinkPipe(name);
   auto box = mailboxByIno(parent);
   if (!box) {
     if (parent == ino::kMailboxes) return fail(mailboxesByName_.contains(name) ? EISDIR : ENOENT);
@@ -316,6 +320,7 @@ Status Engine::rename(uint64_t parent, std::string_view name, uint64_t newParent
 
     if ((parent == ino::kShm || parent == ino::kSem) && newParent == parent)
       return renameShmSem(parent, name, newName);
+    if (parent == ino::kPipes && newParent == ino::kPipes) return renamePipe(name, newName);
     if (parent == ino::kMailboxes && newParent == ino::kMailboxes) {
       auto it = mailboxesByName_.find(name);
       if (it == mailboxesByName_.end()) return fail(ENOENT);

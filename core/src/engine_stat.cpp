@@ -62,6 +62,7 @@ struct stat Engine::messageStat(const Message& msg) const {
 Result<struct stat> Engine::statOf(uint64_t ino) const {
   using ino::Kind;
   if (auto st = statShmSem(ino)) return *st;
+  if (auto st = statPipe(ino)) return *st;
   const uint64_t id = ino::idOf(ino);
   switch (ino::kindOf(ino)) {
     case Kind::Fixed:
@@ -142,9 +143,9 @@ std::string Engine::renderMailboxStatus(const Mailbox& box) const {
 std::string Engine::renderRootStatus() const {
   const std::string maxBytes = limits_.maxBytes == kUnlimited ? "unlimited" : std::to_string(limits_.maxBytes);
   return fmt::format(
-      "mailboxes: {}\nmessages: {}\nbytes: {}\nreceivers_waiting: {}\nsenders_waiting: {}\npipes: 0\n"
+      "mailboxes: {}\nmessages: {}\nbytes: {}\nreceivers_waiting: {}\nsenders_waiting: {}\npipes: {}\npipe_bytes: {}\n"
       "shm_segments: {}\nsemaphores: {}\ndiscarded: {}\nbytes_held: {}\nmax_bytes: {}\nopen_files: {}\n",
-      mailboxesById_.size(), queuedMessages_, queuedBytes_, receiversWaiting_, sendersWaiting_, segments_.size(), semaphores_.size(), discarded_, bytesUsed_, maxBytes,
+      mailboxesById_.size(), queuedMessages_, queuedBytes_, receiversWaiting_, sendersWaiting_, pipes_.size(), pipeBytesMoved_, segments_.size(), semaphores_.size(), discarded_, bytesUsed_, maxBytes,
       handles_.size());
 }
 

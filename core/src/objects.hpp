@@ -68,6 +68,9 @@ struct Waiter {
   size_t batchEntered = 0;
   size_t batchTotal = 0;
   std::string leftover;  // an incomplete line or frame, kept for the write that completes it
+  // A duplex pipe write: the bytes still to go into the peer's buffer, and how many went.
+  std::string data;
+  size_t done = 0;
 };
 
 enum class Policy { Any, Exclusive, Pair };
@@ -141,7 +144,30 @@ struct Semaphore {
   std::map<uint64_t, PollNotify> pollers;  // by handle
 };
 
-enum class HandleKind { Sender, DropIn, Receiver, Snapshot, Segment, Semaphore };
+// A node in pipes/: a FIFO (the kernel's pipe code carries its bytes; the engine keeps
+// only the node) or a duplex pipe, whose two ends are the first two opens.
+struct PipeEnd {
+  enum class State { Never, Open, Closed } state = State::Never;
+  std::string inbound;               // written by the peer, waiting to be read here
+  std::list<Waiter> readers;         // parked reads of this end
+  std::list<Waiter> writers;         // parked writes from this end (peer's buffer full)
+  std::map<uint64_t, PollNotify> pollers;
+};
+
+struct Pipe {
+  uint64_t id = 0;
+  std::string name;
+  mode_t mode = 0644;
+  uid_t uid = 0;
+  gid_t gid = 0;
+  timespec atime{}, mtime{}, ctime{};
+  bool fifo = false;
+  bool unlinked = false;
+  PipeEnd ends[2];
+  uint64_t bytesMoved = 0;
+};
+
+enum class HandleKind { Sender, DropIn, Receiver, Snapshot, Segment, Semaphore, PipeEnd };
 
 // One open file.
 struct Handle {
@@ -174,6 +200,9 @@ struct Handle {
   // Segment, Semaphore: the object, alive while open even if unlinked.
   std::shared_ptr<Segment> segment;
   std::shared_ptr<Semaphore> semaphore;
+  // PipeEnd: the pipe, alive while open even if unlinked, and which end this is.
+  std::shared_ptr<Pipe> pipe;
+  int end = 0;
   // Snapshot: fixed bytes served by offset (message peeks, .status).
   std::shared_ptr<const std::string> snapshot;
 };

@@ -36,6 +36,7 @@ namespace detail {
 struct Mailbox;
 struct Segment;
 struct Semaphore;
+struct Pipe;
 struct Message;
 struct Handle;
 struct Waiter;
@@ -120,9 +121,12 @@ class Engine {
   std::optional<WaiterId> flush(uint64_t fh, StatusCompletion done);
   std::optional<WaiterId> fsync(uint64_t fh, StatusCompletion done);
   void release(uint64_t fh);  // the last close of the open file
-  // Readable now? A given `notify` is kept (replacing an earlier one of this handle) and
-  // fired once at the next change that may make the handle readable.
-  Result<bool> poll(uint64_t fh, PollNotify notify);
+  // poll(2) events ready now (POLLIN, POLLOUT, POLLHUP...). A given `notify` is kept
+  // (replacing an earlier one of this handle) and fired once at the next change that may
+  // make the handle ready.
+  Result<unsigned> poll(uint64_t fh, PollNotify notify);
+  // A FIFO node in pipes/ (S_IFIFO only; other kinds and places: EPERM).
+  Result<struct stat> mknod(uint64_t parent, std::string_view name, mode_t mode, const Caller& who);
 
   // Completes a parked waiter with EINTR (a blocked sender's message is then not
   // queued); no-op if it already completed.
@@ -211,6 +215,25 @@ class Engine {
   bool cancelSemWaiter(WaiterId id, After& after);
   void cancelMailboxWaiter(WaiterId id, After& after);
   void shutdownShmSem(After& after);
+
+  // pipes/ (engine_pipes.cpp). All REQUIRE: mutex_ held.
+  std::optional<Result<struct stat>> statPipe(uint64_t ino) const;
+  Result<struct stat> lookupPipe(std::string_view name) const;
+  void readdirPipes(uint64_t from, const std::function<bool(const DirEntry&)>& add) const;
+  Result<std::pair<struct stat, Opened>> createPipe(std::string_view name, mode_t mode, int flags, const Caller& who);
+  Result<Opened> openPipe(uint64_t ino, int flags);
+  std::optional<WaiterId> readPipe(detail::Handle& h, size_t size, bool nonblock, ReadCompletion& done,
+                                   After& after);
+  std::optional<WaiterId> writePipe(detail::Handle& h, std::string_view data, bool nonblock, WriteCompletion& done,
+                                    After& after);
+  unsigned pollPipe(detail::Handle& h, PollNotify& notify);
+  Result<struct stat> setattrPipe(uint64_t ino, const AttrChange& change);
+  Status unlinkPipe(std::string_view name);
+  Status renamePipe(std::string_view name, std::string_view newName);
+  void releasePipe(detail::Handle& h, After& after);
+  void servePipeEnd(detail::Pipe& p, int end, After& after);
+  bool cancelPipeWaiter(WaiterId id, After& after);
+  void shutdownPipes(After& after);
   static void run(After& after);
 
   const Limits limits_;
@@ -229,6 +252,10 @@ class Engine {
   std::map<uint64_t, std::shared_ptr<detail::Semaphore>> semaphoresById_;  // GUARDED_BY(mutex_)
   std::unordered_map<WaiterId, detail::Semaphore*> semWaiterHomes_;        // GUARDED_BY(mutex_)
   std::unordered_map<uint64_t, uint32_t> shmSemOpens_;  // open files per segment/semaphore inode
+  std::map<std::string, std::shared_ptr<detail::Pipe>, std::less<>> pipes_;  // GUARDED_BY(mutex_)
+  std::map<uint64_t, std::shared_ptr<detail::Pipe>> pipesById_;  // named, or open; GUARDED_BY(mutex_)
+  std::unordered_map<WaiterId, detail::Pipe*> pipeWaiterHomes_;  // GUARDED_BY(mutex_)
+  uint64_t pipeBytesMoved_ = 0;
   uint64_t nextMailboxId_ = 1;
   uint64_t nextShmSemId_ = 1;
   uint64_t nextMessageUid_ = 1;

@@ -11,6 +11,8 @@ inline constexpr uint64_t kMaxMaxMsgSize = uint64_t{1} << 40;       // sanity bo
 inline constexpr uint64_t kUnlimited = UINT64_MAX;
 inline constexpr uint64_t kDefaultMaxSegmentSize = uint64_t{1} << 30;  // 1 GiB per shm/ segment
 inline constexpr uint64_t kSemValueMax = 2147483647;                   // SEM_VALUE_MAX on Linux
+inline constexpr size_t kPipeBufferSize = 64 * 1024;                    // per direction of a duplex pipe
+inline constexpr size_t kPipeAtomicWrite = 4096;                        // PIPE_BUF
 
 struct Limits {
   uint64_t maxBytes = kUnlimited;  // all message bytes the daemon holds (queued, in flight, being written)
