@@ -35,6 +35,7 @@ Handle* Engine::handle(uint64_t fh) {
 uint64_t Engine::addHandle(std::unique_ptr<Handle> h) {
   const uint64_t fh = nextHandle_++;
   h->fh = fh;
+  if (h->kind == HandleKind::Snapshot) ++snapshotHandles_;
   handles_.emplace(fh, std::move(h));
   return fh;
 }
@@ -469,6 +470,7 @@ void Engine::release(uint64_t fh) {
         releasePipe(h, after);
         break;
       case HandleKind::Snapshot:
+        --snapshotHandles_;
         break;
     }
     handles_.erase(fh);

@@ -146,7 +146,7 @@ std::string Engine::renderRootStatus() const {
       "mailboxes: {}\nmessages: {}\nbytes: {}\nreceivers_waiting: {}\nsenders_waiting: {}\npipes: {}\npipe_bytes: {}\n"
       "shm_segments: {}\nsemaphores: {}\ndiscarded: {}\nbytes_held: {}\nmax_bytes: {}\nopen_files: {}\n",
       mailboxesById_.size(), queuedMessages_, queuedBytes_, receiversWaiting_, sendersWaiting_, pipes_.size(), pipeBytesMoved_, segments_.size(), semaphores_.size(), discarded_, bytesUsed_, maxBytes,
-      handles_.size());
+      handles_.size() - snapshotHandles_);
 }
 
 std::string Engine::rootStatus() {

@@ -1,33 +1,46 @@
 """Helpers shared by the integration tests: sending and receiving through a mailbox's
-control nodes, parsing `.status`, errno checks, running commands with a deadline, and
-finding, stopping and cleaning up daemons that are not the test's own child.
+control nodes, parsing `.status` (and waiting for a field of it), capacity, snapshots of
+`.status` around a refused operation, errno checks, calls in a thread, helper processes
+that act on request (their own pid), running commands with a deadline, and finding,
+stopping and cleaning up daemons that are not the test's own child.
 
 Import what a test file needs: `from ipcfs_helpers import send, read_status`. Fixtures
-(mount, mailbox, ...) and wait_until stay in conftest.py; the one fixture here,
-no_mount_left, is autouse only in the modules that import it."""
+(mount, mailbox, ...) and wait_until stay in conftest.py; the fixtures here apply only in
+the modules that import them: no_mount_left (autouse there) and agents."""
 import errno
+import json
 import os
+import select
 import signal
 import subprocess
+import threading
+import time
 from pathlib import Path
 
 import pytest
 
-from conftest import IPCFS_BIN, is_mounted
+from conftest import IPCFS_BIN, is_mounted, wait_until
 
+PY = "/usr/bin/python3"
+STEP_S = 5.0  # deadline for one step that should take milliseconds
 EXIT_DEADLINE_S = 10.0  # a process that was killed, or a daemon whose mount went away
 
 
 # ---------------------------------------------------------------- mailboxes
 
-def send(mbox, data):
-    """Sends data as one message (one open..write..close of `.send`); the write must take
-    all of it."""
-    fd = os.open(Path(mbox, ".send"), os.O_WRONLY)
+def write_all(path, data, flags=os.O_WRONLY):
+    """open / one write() / close; the write must take everything."""
+    fd = os.open(path, flags)
     try:
         assert os.write(fd, data) == len(data)
     finally:
         os.close(fd)
+
+
+def send(mbox, data):
+    """Sends data as one message (one open..write..close of `.send`); the write must take
+    all of it."""
+    write_all(Path(mbox, ".send"), data)
 
 
 def read_message(fd):
@@ -49,17 +62,30 @@ def receive_nowait(mbox):
         os.close(fd)
 
 
+def status_text(path):
+    """The `.status` file inside directory path (a mailbox or a mount's root), as text."""
+    return Path(path, ".status").read_bytes().decode()
+
+
 def read_status(path):
     """Parses the `.status` file inside directory path (a mailbox or a mount's root) into a
     dict of strings; every non-blank line must be `key: value`."""
-    text = Path(path, ".status").read_bytes().decode()
     fields = {}
-    for line in text.splitlines():
+    for line in status_text(path).splitlines():
         if line.strip():
             key, sep, value = line.partition(":")
             assert sep, f"line without ':' in .status: {line!r}"
             fields[key.strip()] = value.strip()
     return fields
+
+
+def field(path, key):
+    return read_status(path)[key]
+
+
+def wait_field(path, key, value, timeout=STEP_S):
+    wait_until(lambda: field(path, key) == str(value), timeout=timeout,
+               what=f"{key}: {value} in {path}/.status")
 
 
 def waiting(box):
@@ -78,11 +104,32 @@ def mailbox_id(mbox):
     return os.getxattr(mbox, "user.ipc.id").decode()
 
 
+def set_capacity(box, value):
+    os.setxattr(box, "user.ipc.capacity", str(value).encode())
+
+
+def snapshot(mount, box):
+    """What assert_unchanged compares with: the mailbox's and the daemon's `.status`."""
+    return status_text(box), status_text(mount.path)
+
+
+def assert_unchanged(mount, box, before):
+    """A refused operation changes nothing: the mailbox's and the daemon's .status equal
+    the snapshot taken before it. (The root .status counts open files, whose release
+    follows close() asynchronously: that one is given time to settle.)"""
+    box_before, root_before = before
+    assert status_text(box) == box_before
+    deadline = time.monotonic() + STEP_S
+    while status_text(mount.path) != root_before and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert status_text(mount.path) == root_before
+
+
 def expect_errno(code, fn, *args):
     with pytest.raises(OSError) as e:
         fn(*args)
-    assert e.value.errno == code, f"expected {errno.errorcode[code]}, got " \
-        f"{errno.errorcode.get(e.value.errno, e.value.errno)}"
+    got = errno.errorcode.get(e.value.errno, e.value.errno)
+    assert e.value.errno == code, f"expected {errno.errorcode[code]}, got {got} ({e.value!r})"
 
 
 def exercise(mnt, name):
@@ -126,6 +173,163 @@ def reap(*procs, timeout=EXIT_DEADLINE_S):
             proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             pass
+
+
+# ---------------------------------------------------------------- threads, processes on request
+
+class Call(threading.Thread):
+    """fn() in a thread, started at once; .done tells whether fn has returned (or raised an
+    OSError); .value is its result or the OSError it raised. result(timeout) fails the test
+    if fn is still blocked, or ended with another exception; it returns .value, except that
+    a Call made with raising=True (see start_call) raises the OSError instead."""
+
+    def __init__(self, fn, raising=False):
+        super().__init__(daemon=True)
+        self.fn = fn
+        self.raising = raising
+        self.value = None
+        self.error = None
+        self.done = False
+        self.start()
+
+    def run(self):
+        try:
+            self.value = self.fn()
+        except OSError as e:
+            self.value = self.error = e
+        self.done = True
+
+    def result(self, timeout=STEP_S):
+        self.join(timeout)
+        assert not self.is_alive(), "call still blocked"
+        assert self.done, "call ended with an exception other than OSError"
+        if self.raising and self.error is not None:
+            raise self.error
+        return self.value
+
+
+def start_call(fn):
+    """fn() in a thread; result(timeout) returns its value or raises its OSError."""
+    return Call(fn, raising=True)
+
+
+# A child process that runs commands sent as JSON lines and answers each with a JSON line.
+AGENT = r"""
+import json, os, sys, threading
+def reply(**kw):
+    sys.stdout.write(json.dumps(kw) + "\n")
+    sys.stdout.flush()
+def read_message(fd):
+    chunks = []
+    while True:
+        c = os.read(fd, 65536)
+        if not c:
+            return b"".join(chunks)
+        chunks.append(c)
+reply(pid=os.getpid())
+for line in sys.stdin:
+    cmd = json.loads(line)
+    op = cmd["op"]
+    try:
+        if op == "open":
+            reply(ok=os.open(cmd["path"], cmd["flags"]))
+        elif op == "close":
+            os.close(cmd["fd"]); reply(ok=None)
+        elif op == "read":
+            reply(ok=os.read(cmd["fd"], cmd["n"]).hex())
+        elif op == "write":
+            reply(ok=os.write(cmd["fd"], bytes.fromhex(cmd["data"])))
+        elif op == "recv":
+            reply(ok=read_message(cmd["fd"]).hex())
+        elif op == "recv_in_thread":
+            box = []
+            t = threading.Thread(target=lambda: box.append((threading.get_native_id(),
+                                                            read_message(cmd["fd"]))))
+            t.start(); t.join()
+            tid, data = box[0]
+            reply(ok=data.hex(), tid=tid)
+    except OSError as e:
+        reply(errno=e.errno)
+"""
+
+
+class Agent:
+    """A separate process (its own pid) doing file operations on request."""
+
+    def __init__(self):
+        self.proc = subprocess.Popen([PY, "-c", AGENT], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        self.buf = b""
+        self.pid = self.reply()["pid"]
+        assert self.pid == self.proc.pid
+
+    def request(self, **cmd):
+        self.proc.stdin.write((json.dumps(cmd) + "\n").encode())
+        self.proc.stdin.flush()
+
+    def reply(self, timeout=STEP_S):
+        fd = self.proc.stdout.fileno()
+        deadline = time.monotonic() + timeout
+        while b"\n" not in self.buf:
+            left = deadline - time.monotonic()
+            r, _, _ = select.select([fd], [], [], max(0.0, left))
+            if not r:
+                pytest.fail(f"process {self.pid} did not answer within {timeout}s")
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                pytest.fail(f"process {self.pid} ended: {self.proc.stderr.read()!r}")
+            self.buf += chunk
+        line, self.buf = self.buf.split(b"\n", 1)
+        return json.loads(line)
+
+    def call(self, **cmd):
+        self.request(**cmd)
+        return self.reply()
+
+    def open(self, path, flags=os.O_RDONLY):
+        r = self.call(op="open", path=str(path), flags=flags)
+        if "errno" in r:
+            raise OSError(r["errno"], os.strerror(r["errno"]), str(path))
+        return r["ok"]
+
+    def kill(self):
+        reap(self.proc, timeout=STEP_S)
+
+
+@pytest.fixture
+def agents():
+    """Factory of Agents; every one made is killed (by pid, via its Popen) at teardown.
+    Applies in the modules that import it: `from ipcfs_helpers import agents`."""
+    made = []
+
+    def make():
+        a = Agent()
+        made.append(a)
+        return a
+
+    try:
+        yield make
+    finally:
+        for a in made:
+            a.kill()
+
+
+def start_receive(agent, box):
+    """The agent opens .receive and starts one blocking receive (answer read later)."""
+    fd = agent.open(box / ".receive")
+    agent.request(op="recv", fd=fd)
+    return fd
+
+
+def received(agent):
+    r = agent.reply()
+    assert "ok" in r, f"receiver {agent.pid} failed: {r}"
+    return bytes.fromhex(r["ok"])
+
+
+def receipt_fd(box):
+    """`.send` opened read-write: after a write, a read() returns the message's receipt."""
+    return os.open(box / ".send", os.O_RDWR)
 
 
 # ---------------------------------------------------------------- daemons not our child

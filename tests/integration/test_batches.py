@@ -26,94 +26,15 @@ import time
 import pytest
 
 from conftest import wait_until
+from ipcfs_helpers import (PY, STEP_S, assert_unchanged, expect_errno, field, messages, queued,
+                           reap, receive_nowait, send, set_capacity, snapshot, start_call,
+                           status_text, wait_field, write_all)
 from ipcfs_helpers import no_mount_left  # noqa: F401  (autouse: no mount left behind)
 
-PY = "/usr/bin/python3"
-STEP_S = 5.0  # deadline for one step that should take milliseconds
 BATCH_NODES = (".send-lines", ".receive-lines", ".send-frames", ".receive-frames")
 
 
 # ---------------------------------------------------------------- helpers
-
-def status_text(path):
-    with open(path / ".status", "rb") as f:
-        return f.read().decode()
-
-
-def status(path):
-    values = {}
-    for line in status_text(path).splitlines():
-        if ":" in line:
-            key, value = line.split(":", 1)
-            values[key.strip()] = value.strip()
-    return values
-
-
-def field(path, key):
-    return status(path)[key]
-
-
-def wait_field(path, key, value, timeout=STEP_S):
-    wait_until(lambda: field(path, key) == str(value), timeout=timeout,
-               what=f"{key}: {value} in {path}/.status")
-
-
-def queued(box):
-    return int(field(box, "messages"))
-
-
-def set_capacity(box, value):
-    os.setxattr(box, "user.ipc.capacity", str(value).encode())
-
-
-def snapshot(mount, box):
-    return status_text(box), status_text(mount.path)
-
-
-def assert_unchanged(mount, box, before):
-    """A refused operation changes nothing: the mailbox's and the daemon's .status equal
-    the snapshot taken before it (the root .status counts open files, whose release follows
-    close() asynchronously: that one is given time to settle)."""
-    box_before, root_before = before
-    assert status_text(box) == box_before
-    deadline = time.monotonic() + STEP_S
-    while status_text(mount.path) != root_before and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert status_text(mount.path) == root_before
-
-
-def expect_errno(code, fn, *args):
-    with pytest.raises(OSError) as exc:
-        fn(*args)
-    got = errno.errorcode.get(exc.value.errno, exc.value.errno)
-    assert exc.value.errno == code, f"expected {errno.errorcode[code]}, got {got} ({exc.value!r})"
-
-
-def send(box, data):
-    fd = os.open(box / ".send", os.O_WRONLY)
-    try:
-        assert os.write(fd, data) == len(data)
-    finally:
-        os.close(fd)
-
-
-def read_message(fd):
-    chunks = []
-    while True:
-        chunk = os.read(fd, 65536)
-        if not chunk:
-            return b"".join(chunks)
-        chunks.append(chunk)
-
-
-def receive_nonblocking(box):
-    """One message through `.receive` (EAGAIN if the mailbox is empty)."""
-    fd = os.open(box / ".receive", os.O_RDONLY | os.O_NONBLOCK)
-    try:
-        return read_message(fd)
-    finally:
-        os.close(fd)
-
 
 def frame(payload):
     return struct.pack("<I", len(payload)) + payload
@@ -153,15 +74,6 @@ def overhead(kind):
     return 1 if kind == "lines" else 4
 
 
-def write_all(path, data, flags=os.O_WRONLY):
-    """open / one write() / close; the write must take everything."""
-    fd = os.open(path, flags)
-    try:
-        assert os.write(fd, data) == len(data)
-    finally:
-        os.close(fd)
-
-
 def drain_batch(box, kind, size=1 << 20):
     """Every queued message, through O_NONBLOCK reads of `.receive-<kind>`."""
     fd = os.open(box / f".receive-{kind}", os.O_RDONLY | os.O_NONBLOCK)
@@ -176,10 +88,6 @@ def drain_batch(box, kind, size=1 << 20):
             got.extend(decode(kind, data))
     finally:
         os.close(fd)
-
-
-def seqs(box):
-    return sorted(os.listdir(box))
 
 
 class Writer(threading.Thread):
@@ -227,44 +135,6 @@ def start_writer(*args, **kwargs):
     w = Writer(*args, **kwargs)
     w.start()
     return w
-
-
-class Call(threading.Thread):
-    """fn() in a thread; result(timeout) returns its value or raises its OSError."""
-
-    def __init__(self, fn):
-        super().__init__(daemon=True)
-        self.fn = fn
-        self.out = None
-
-    def run(self):
-        try:
-            self.out = ("ok", self.fn())
-        except OSError as e:
-            self.out = ("err", e)
-
-    def result(self, timeout=STEP_S):
-        self.join(timeout)
-        assert not self.is_alive(), "call still blocked"
-        kind, value = self.out
-        if kind == "err":
-            raise value
-        return value
-
-
-def start_call(fn):
-    c = Call(fn)
-    c.start()
-    return c
-
-
-def reap(proc):
-    if proc.poll() is None:
-        proc.kill()
-    try:
-        proc.wait(timeout=STEP_S)
-    except subprocess.TimeoutExpired:
-        pass
 
 
 # A batch reader in another process: one read() of argv[2] bytes, printed as hex.
@@ -345,25 +215,25 @@ def test_receive_node_opened_for_writing_is_eacces(mount, mailbox, node, flags):
     before = snapshot(mount, mailbox)
     expect_errno(errno.EACCES, os.open, mailbox / node, flags)
     assert_unchanged(mount, mailbox, before)
-    assert receive_nonblocking(mailbox) == b"queued"
+    assert receive_nowait(mailbox) == b"queued"
 
 
 # ---------------------------------------------------------------- .send-lines
 
 def test_each_complete_line_is_one_message_without_its_newline(mailbox):
     write_all(mailbox / ".send-lines", b"alpha\nbeta\n\ngamma delta\n")
-    assert seqs(mailbox) == ["%010d" % i for i in range(1, 5)]
-    assert [os.getxattr(mailbox / n, "user.ipc.seq") for n in seqs(mailbox)] == \
+    assert messages(mailbox) == ["%010d" % i for i in range(1, 5)]
+    assert [os.getxattr(mailbox / n, "user.ipc.seq") for n in messages(mailbox)] == \
         [b"1", b"2", b"3", b"4"]
     assert (mailbox / "0000000002").read_bytes() == b"beta"
-    got = [receive_nonblocking(mailbox) for _ in range(4)]
+    got = [receive_nowait(mailbox) for _ in range(4)]
     assert got == [b"alpha", b"beta", b"", b"gamma delta"]
-    expect_errno(errno.EAGAIN, receive_nonblocking, mailbox)
+    expect_errno(errno.EAGAIN, receive_nowait, mailbox)
 
 
 def test_message_files_of_a_batch_carry_the_sender(mailbox):
     write_all(mailbox / ".send-lines", b"one\ntwo\n")
-    for name in seqs(mailbox):
+    for name in messages(mailbox):
         assert os.getxattr(mailbox / name, "user.ipc.sender_pid") == str(os.getpid()).encode()
         st = os.stat(mailbox / name)
         assert st.st_uid == os.getuid() and (st.st_mode & 0o777) == 0o444
@@ -386,8 +256,8 @@ def test_incomplete_line_is_completed_by_later_writes_then_close_delivers_the_re
         if not closed:
             os.close(fd)
     assert queued(mailbox) == 2
-    assert receive_nonblocking(mailbox) == b"abcd"
-    assert receive_nonblocking(mailbox) == b"efgh"
+    assert receive_nowait(mailbox) == b"abcd"
+    assert receive_nowait(mailbox) == b"efgh"
 
 
 def test_fsync_delivers_the_incomplete_line_and_the_file_stays_usable(mailbox):
@@ -404,7 +274,7 @@ def test_fsync_delivers_the_incomplete_line_and_the_file_stays_usable(mailbox):
     finally:
         os.close(fd)
     assert queued(mailbox) == 3
-    assert [receive_nonblocking(mailbox) for _ in range(3)] == [b"first", b"sec", b"third"]
+    assert [receive_nowait(mailbox) for _ in range(3)] == [b"first", b"sec", b"third"]
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -439,10 +309,10 @@ def test_frames_of_one_write_are_messages_and_may_hold_newlines_and_nuls(mailbox
     payloads = [b"line one\nline two\n", b"\x00\x01\x02\xff", b"", b"x" * 1000]
     write_all(mailbox / ".send-frames", frames(*payloads))
     assert queued(mailbox) == 4
-    assert seqs(mailbox) == ["%010d" % i for i in range(1, 5)]
+    assert messages(mailbox) == ["%010d" % i for i in range(1, 5)]
     assert (mailbox / "0000000001").read_bytes() == payloads[0]
     assert os.stat(mailbox / "0000000003").st_size == 0
-    assert [receive_nonblocking(mailbox) for _ in range(4)] == payloads
+    assert [receive_nowait(mailbox) for _ in range(4)] == payloads
 
 
 def test_frame_split_across_writes_even_inside_its_header_is_joined(mailbox):
@@ -456,7 +326,7 @@ def test_frame_split_across_writes_even_inside_its_header_is_joined(mailbox):
         assert queued(mailbox) == 2
     finally:
         os.close(fd)
-    assert [receive_nonblocking(mailbox) for _ in range(2)] == [b"hello", b"world!"]
+    assert [receive_nowait(mailbox) for _ in range(2)] == [b"hello", b"world!"]
 
 
 @pytest.mark.parametrize("tail", [b"\x05\x00", b"\x05\x00\x00\x00abc"], ids=["header", "payload"])
@@ -474,8 +344,8 @@ def test_incomplete_frame_at_close_is_einval_and_dropped(mount, mailbox, tail):
         if not closed:
             os.close(fd)
     assert_unchanged(mount, mailbox, before)
-    assert receive_nonblocking(mailbox) == b"queued"
-    expect_errno(errno.EAGAIN, receive_nonblocking, mailbox)
+    assert receive_nowait(mailbox) == b"queued"
+    expect_errno(errno.EAGAIN, receive_nowait, mailbox)
 
 
 def test_complete_frames_before_an_incomplete_one_are_delivered_and_the_rest_refused(mailbox):
@@ -511,9 +381,9 @@ def test_line_longer_than_max_msg_size_is_efbig_and_nothing_of_the_write_enters(
         assert os.write(fd, b"y" * 16 + b"\n") == 17
     finally:
         os.close(fd)
-    assert receive_nonblocking(mailbox) == b"queued"
-    assert receive_nonblocking(mailbox) == b"y" * 16
-    expect_errno(errno.EAGAIN, receive_nonblocking, mailbox)
+    assert receive_nowait(mailbox) == b"queued"
+    assert receive_nowait(mailbox) == b"y" * 16
+    expect_errno(errno.EAGAIN, receive_nowait, mailbox)
 
 
 def test_incomplete_line_growing_past_max_msg_size_is_efbig_and_dropped(mount, mailbox):
@@ -559,9 +429,9 @@ def test_frame_longer_than_max_msg_size_is_efbig_from_its_header(mount, mailbox)
         assert os.write(fd, frame(b"q" * 16)) == 20  # starts a new frame, fits exactly
     finally:
         os.close(fd)  # nothing incomplete is left: no EINVAL
-    assert receive_nonblocking(mailbox) == b"queued"
-    assert receive_nonblocking(mailbox) == b"q" * 16
-    expect_errno(errno.EAGAIN, receive_nonblocking, mailbox)
+    assert receive_nowait(mailbox) == b"queued"
+    assert receive_nowait(mailbox) == b"q" * 16
+    expect_errno(errno.EAGAIN, receive_nowait, mailbox)
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -578,8 +448,8 @@ def test_batch_past_max_bytes_is_enospc_and_changes_nothing(make_mount, kind):
         assert os.write(fd, encode(kind, [b"d" * 1000])) == 1000 + overhead(kind)
     finally:
         os.close(fd)
-    assert receive_nonblocking(box) == b"a" * 3000
-    assert receive_nonblocking(box) == b"d" * 1000
+    assert receive_nowait(box) == b"a" * 3000
+    assert receive_nowait(box) == b"d" * 1000
     assert field(m.path, "bytes") == "0"
 
 
@@ -597,7 +467,7 @@ def test_read_takes_as_many_whole_messages_as_fit(mailbox, kind):
         assert queued(mailbox) == 2
         # room for "c" and one byte short of "dddddd": only "c"
         assert os.read(fd, 1 + o + 6 + o - 1) == encode(kind, [b"c"])
-        assert seqs(mailbox) == ["0000000004"]
+        assert messages(mailbox) == ["0000000004"]
         assert os.read(fd, 65536) == encode(kind, [b"dddddd"])
         expect_errno(errno.EAGAIN, os.read, fd, 65536)
     finally:
@@ -614,11 +484,11 @@ def test_oldest_message_larger_than_the_buffer_is_emsgsize_and_stays_queued(moun
         expect_errno(errno.EMSGSIZE, os.read, fd, 10 + overhead(kind) - 1)
         expect_errno(errno.EMSGSIZE, os.read, fd, 1)
         assert_unchanged(mount, mailbox, before)
-        assert seqs(mailbox) == ["0000000001", "0000000002"]
+        assert messages(mailbox) == ["0000000001", "0000000002"]
         assert os.read(fd, 10 + overhead(kind)) == encode(kind, [b"0123456789"])
     finally:
         os.close(fd)
-    assert receive_nonblocking(mailbox) == b"x"
+    assert receive_nowait(mailbox) == b"x"
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -634,7 +504,7 @@ def test_blocking_emsgsize_does_not_wait(mount, mailbox, kind):
         assert_unchanged(mount, mailbox, before)
     finally:
         os.close(fd)
-    assert receive_nonblocking(mailbox) == b"y" * 100
+    assert receive_nowait(mailbox) == b"y" * 100
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -703,9 +573,9 @@ def test_messages_taken_by_a_batch_read_are_received_and_not_redelivered(mailbox
         os.close(fd)
     assert field(mailbox, "received") == "2"
     assert field(mailbox, "redelivered") == "0"
-    assert seqs(mailbox) == ["0000000003"]
-    assert receive_nonblocking(mailbox) == b"m3"
-    expect_errno(errno.EAGAIN, receive_nonblocking, mailbox)
+    assert messages(mailbox) == ["0000000003"]
+    assert receive_nowait(mailbox) == b"m3"
+    expect_errno(errno.EAGAIN, receive_nowait, mailbox)
 
 
 def test_reader_that_exits_after_a_batch_read_gives_nothing_back(mount, mailbox):
@@ -789,9 +659,9 @@ def test_batch_write_that_does_not_fit_waits_and_enters_as_room_appears(mailbox,
     w = start_writer(mailbox / f".send-{kind}", [data])
     wait_field(mailbox, "senders_waiting", 1)
     assert w.is_alive() and w.stage == "write", "the write() itself must wait"
-    assert seqs(mailbox) == ["0000000001", "0000000002"]
-    assert receive_nonblocking(mailbox) == b"w1"
-    wait_until(lambda: seqs(mailbox) == ["0000000002", "0000000003"], what="w3 to enter")
+    assert messages(mailbox) == ["0000000001", "0000000002"]
+    assert receive_nowait(mailbox) == b"w1"
+    wait_until(lambda: messages(mailbox) == ["0000000002", "0000000003"], what="w3 to enter")
     assert w.is_alive() and field(mailbox, "senders_waiting") == "1"
     got = [b"w1"]
     fd = os.open(mailbox / f".receive-{kind}", os.O_RDONLY | os.O_NONBLOCK)
@@ -801,7 +671,7 @@ def test_batch_write_that_does_not_fit_waits_and_enters_as_room_appears(mailbox,
         assert w.finish() == [len(data)]
         assert w.close_result == "ok"
         assert field(mailbox, "senders_waiting") == "0"
-        assert seqs(mailbox) == ["0000000004", "0000000005"]
+        assert messages(mailbox) == ["0000000004", "0000000005"]
         got += decode(kind, os.read(fd, 65536))
     finally:
         os.close(fd)
@@ -821,7 +691,7 @@ def test_batch_enters_whole_and_in_order_between_other_blocked_senders(mailbox):
     for _ in range(6):
         # capacity 1: each receive lets exactly the next blocked message in
         wait_until(lambda: queued(mailbox) == 1, what="the next message to enter")
-        got.append(receive_nonblocking(mailbox))
+        got.append(receive_nowait(mailbox))
     assert got == [b"fill", b"first", b"b1", b"b2", b"b3", b"last"]
     assert first.finish() == [5] and batch.finish() == [9] and last.finish() == [4]
     assert [w.close_result for w in (first, batch, last)] == ["ok"] * 3
@@ -849,7 +719,7 @@ def test_nonblocking_batch_write_sends_what_fits_and_returns_a_short_count(mount
         assert_unchanged(mount, mailbox, before)
     finally:
         os.close(fd)  # nothing pending
-    assert receive_nonblocking(mailbox) == b"queued"
+    assert receive_nowait(mailbox) == b"queued"
     assert drain_batch(mailbox, kind) == [b"n1", b"n2"]
 
 
@@ -865,7 +735,7 @@ def test_nonblocking_batch_write_to_a_full_mailbox_is_eagain_and_changes_nothing
     finally:
         os.close(fd)
     assert_unchanged(mount, mailbox, before)
-    assert seqs(mailbox) == ["0000000001"]
+    assert messages(mailbox) == ["0000000001"]
 
 
 def test_nonblocking_batch_write_behind_a_blocked_sender_is_eagain(mount, mailbox):
@@ -881,9 +751,9 @@ def test_nonblocking_batch_write_behind_a_blocked_sender_is_eagain(mount, mailbo
     finally:
         os.close(fd)
     assert_unchanged(mount, mailbox, before)
-    assert receive_nonblocking(mailbox) == b"fill"
+    assert receive_nowait(mailbox) == b"fill"
     assert blocked.finish() == [7]
-    assert receive_nonblocking(mailbox) == b"blocked"
+    assert receive_nowait(mailbox) == b"blocked"
 
 
 # write() through libc, so that EINTR and short counts are seen as the kernel returns them
@@ -927,8 +797,8 @@ def test_interrupted_batch_write_with_nothing_entered_is_eintr_and_queues_nothin
         assert out.decode().splitlines() == ["opened", f"write -1 {errno.EINTR}", "close ok"]
         wait_field(mailbox, "senders_waiting", 0, timeout=1.0)
         assert_unchanged(mount, mailbox, before)
-        assert receive_nonblocking(mailbox) == b"fill"
-        expect_errno(errno.EAGAIN, receive_nonblocking, mailbox)
+        assert receive_nowait(mailbox) == b"fill"
+        expect_errno(errno.EAGAIN, receive_nowait, mailbox)
     finally:
         reap(proc)
 
@@ -940,8 +810,8 @@ def test_interrupted_batch_write_after_some_entered_returns_a_short_count(mailbo
     proc = start_ctypes_writer(mailbox, kind, encode(kind, payloads))
     try:
         wait_field(mailbox, "senders_waiting", 1)
-        assert seqs(mailbox) == ["0000000001", "0000000002"]
-        assert receive_nonblocking(mailbox) == b"s1"
+        assert messages(mailbox) == ["0000000001", "0000000002"]
+        assert receive_nowait(mailbox) == b"s1"
         wait_until(lambda: queued(mailbox) == 2, what="s3 to enter")  # s2, s3 queued
         proc.send_signal(signal.SIGUSR1)
         out, err = proc.communicate(timeout=STEP_S)
@@ -954,7 +824,7 @@ def test_interrupted_batch_write_after_some_entered_returns_a_short_count(mailbo
         assert field(mailbox, "sent") == "3"
         set_capacity(mailbox, "unlimited")
         send(mailbox, b"after")
-        assert seqs(mailbox) == ["0000000004"]
+        assert messages(mailbox) == ["0000000004"]
     finally:
         reap(proc)
 
@@ -1112,13 +982,13 @@ def test_all_send_nodes_share_one_queue_and_sequence(mailbox):
     write_all(mailbox / ".send-frames", frames(b"D\nwith newline"))
     send(mailbox, b"E")
     write_all(mailbox / ".send-lines", b"F\n")
-    assert seqs(mailbox) == ["%010d" % i for i in range(1, 7)]
-    assert [os.getxattr(mailbox / n, "user.ipc.seq") for n in seqs(mailbox)] == \
+    assert messages(mailbox) == ["%010d" % i for i in range(1, 7)]
+    assert [os.getxattr(mailbox / n, "user.ipc.seq") for n in messages(mailbox)] == \
         [str(i).encode() for i in range(1, 7)]
     assert field(mailbox, "sent") == "6"
     # .receive takes one sent by .send-lines; .receive-lines one sent by .send, and so on
-    assert receive_nonblocking(mailbox) == b"A"
-    assert receive_nonblocking(mailbox) == b"B"
+    assert receive_nowait(mailbox) == b"A"
+    assert receive_nowait(mailbox) == b"B"
     fd = os.open(mailbox / ".receive-frames", os.O_RDONLY | os.O_NONBLOCK)
     try:
         assert os.read(fd, 4 + 1 + 4 + 14) == frames(b"C", b"D\nwith newline")
@@ -1150,7 +1020,7 @@ def test_batch_reader_after_a_half_read_message_gets_it_back_whole(mailbox):
     fd = os.open(mailbox / ".receive", os.O_RDONLY)
     assert os.read(fd, 4) == b"0123"
     os.close(fd)  # half-read: redelivered to the head of the queue
-    wait_until(lambda: queued(mailbox) == 1 and seqs(mailbox) == ["0000000001"],
+    wait_until(lambda: queued(mailbox) == 1 and messages(mailbox) == ["0000000001"],
                what="the half-read message back in the queue")
     assert drain_batch(mailbox, "lines") == [b"0123456789"]
 

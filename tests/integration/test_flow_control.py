@@ -19,90 +19,12 @@ import time
 import pytest
 
 from conftest import wait_until
-
-PY = "/usr/bin/python3"
-STEP_S = 5.0  # deadline for one step that should take milliseconds
+from ipcfs_helpers import (PY, STEP_S, assert_unchanged, expect_errno, field, queued,
+                           read_message, read_status, reap, receive_nowait, send, set_capacity,
+                           snapshot, status_text, wait_field)
 
 
 # ---------------------------------------------------------------- helpers
-
-def status_text(path):
-    with open(path / ".status", "rb") as f:
-        return f.read().decode()
-
-
-def status(path):
-    values = {}
-    for line in status_text(path).splitlines():
-        if ":" in line:
-            key, value = line.split(":", 1)
-            values[key.strip()] = value.strip()
-    return values
-
-
-def field(path, key):
-    return status(path)[key]
-
-
-def wait_field(path, key, value, timeout=STEP_S):
-    wait_until(lambda: field(path, key) == str(value), timeout=timeout,
-               what=f"{key}: {value} in {path}/.status")
-
-
-def queued(box):
-    return int(field(box, "messages"))
-
-
-def send(box, data):
-    fd = os.open(box / ".send", os.O_WRONLY)
-    try:
-        assert os.write(fd, data) == len(data)
-    finally:
-        os.close(fd)
-
-
-def read_message(fd):
-    chunks = []
-    while True:
-        chunk = os.read(fd, 65536)
-        if not chunk:
-            return b"".join(chunks)
-        chunks.append(chunk)
-
-
-def receive_nonblocking(box):
-    fd = os.open(box / ".receive", os.O_RDONLY | os.O_NONBLOCK)
-    try:
-        return read_message(fd)
-    finally:
-        os.close(fd)
-
-
-def set_capacity(box, value):
-    os.setxattr(box, "user.ipc.capacity", str(value).encode())
-
-
-def snapshot(mount, box):
-    return status_text(box), status_text(mount.path)
-
-
-def assert_unchanged(mount, box, before):
-    """A refused operation changes nothing: the mailbox's and the daemon's .status equal
-    the snapshot taken before it. (The root .status counts open files, whose release
-    follows close() asynchronously: that one is given time to settle.)"""
-    box_before, root_before = before
-    assert status_text(box) == box_before
-    deadline = time.monotonic() + STEP_S
-    while status_text(mount.path) != root_before and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert status_text(mount.path) == root_before
-
-
-def expect_errno(code, fn, *args):
-    with pytest.raises(OSError) as exc:
-        fn(*args)
-    assert exc.value.errno == code, f"expected {errno.errorcode[code]}, got {exc.value!r}"
-
 
 class Sender(threading.Thread):
     """open(.send or a drop-in name) / write / [fsync] / close in a thread; result is
@@ -168,15 +90,6 @@ def in_thread(fn, what, timeout=STEP_S):
     if kind == "err":
         raise value
     return value
-
-
-def reap(proc):
-    if proc.poll() is None:
-        proc.kill()
-    try:
-        proc.wait(timeout=STEP_S)
-    except subprocess.TimeoutExpired:
-        pass
 
 
 RECEIVER = r"""
@@ -259,13 +172,13 @@ def test_third_sender_blocks_in_close_until_a_receiver_makes_room(mailbox):
     assert s.is_alive() and s.stage == "close", "the write itself must not block"
     assert queued(mailbox) == 2
     assert sorted(os.listdir(mailbox)) == ["0000000001", "0000000002"]
-    assert receive_nonblocking(mailbox) == b"1\n"
+    assert receive_nowait(mailbox) == b"1\n"
     assert s.finish() == "ok"
     assert field(mailbox, "senders_waiting") == "0"
     assert queued(mailbox) == 2
     assert sorted(os.listdir(mailbox)) == ["0000000002", "0000000003"]
-    assert receive_nonblocking(mailbox) == b"2\n"
-    assert receive_nonblocking(mailbox) == b"3\n"
+    assert receive_nowait(mailbox) == b"2\n"
+    assert receive_nowait(mailbox) == b"3\n"
 
 
 def test_shell_sender_blocks_in_close_until_room(mailbox):
@@ -276,10 +189,10 @@ def test_shell_sender_blocks_in_close_until_room(mailbox):
     try:
         wait_field(mailbox, "senders_waiting", 1)
         assert sh.poll() is None
-        assert receive_nonblocking(mailbox) == b"first\n"
+        assert receive_nowait(mailbox) == b"first\n"
         _, err = sh.communicate(timeout=STEP_S)
         assert sh.returncode == 0, err
-        assert receive_nonblocking(mailbox) == b"second\n"
+        assert receive_nowait(mailbox) == b"second\n"
     finally:
         reap(sh)
 
@@ -297,7 +210,7 @@ def test_sender_blocks_in_fsync_until_room_and_close_then_sends_nothing_more(mai
         wait_field(mailbox, "senders_waiting", 1)
         assert not done
         assert queued(mailbox) == 1
-        assert receive_nonblocking(mailbox) == b"first"
+        assert receive_nowait(mailbox) == b"first"
         t.join(STEP_S)
         assert not t.is_alive(), "fsync still blocked after room was made"
         assert done == [None]
@@ -306,7 +219,7 @@ def test_sender_blocks_in_fsync_until_room_and_close_then_sends_nothing_more(mai
         closed = True
         assert queued(mailbox) == 1
         assert field(mailbox, "senders_waiting") == "0"
-        assert receive_nonblocking(mailbox) == b"by fsync"
+        assert receive_nowait(mailbox) == b"by fsync"
     finally:
         if not closed and not t.is_alive():
             os.close(fd)
@@ -319,14 +232,14 @@ def test_blocked_senders_enter_in_arrival_order(mailbox):
     for i in range(5):
         senders.append(start_sender(mailbox / ".send", b"sender %d" % i))
         wait_field(mailbox, "senders_waiting", i + 1)
-    got = [receive_nonblocking(mailbox)]
+    got = [receive_nowait(mailbox)]
     for i in range(5):
         # the longest-waiting sender (and only that one) enters the freed place
         assert senders[i].finish() == "ok"
         wait_field(mailbox, "senders_waiting", 4 - i)
         assert [s.is_alive() for s in senders[i + 1:]] == [True] * (4 - i)
         assert os.listdir(mailbox) == ["%010d" % (i + 2)]
-        got.append(receive_nonblocking(mailbox))
+        got.append(receive_nowait(mailbox))
     assert got == [b"initial"] + [b"sender %d" % i for i in range(5)]
 
 
@@ -366,7 +279,7 @@ def test_raising_the_capacity_releases_blocked_senders(mailbox):
     set_capacity(mailbox, "unlimited")
     assert senders[2].finish() == "ok"
     assert queued(mailbox) == 4
-    assert [receive_nonblocking(mailbox) for _ in range(4)] == [b"fill", b"s0", b"s1", b"s2"]
+    assert [receive_nowait(mailbox) for _ in range(4)] == [b"fill", b"s0", b"s1", b"s2"]
 
 
 def test_lowering_capacity_below_the_queue_keeps_messages_and_blocks_new_senders(mount, mailbox):
@@ -383,12 +296,12 @@ def test_lowering_capacity_below_the_queue_keeps_messages_and_blocks_new_senders
     assert_unchanged(mount, mailbox, before)
     s = start_sender(mailbox / ".send", b"waits")
     wait_field(mailbox, "senders_waiting", 1)
-    assert receive_nonblocking(mailbox) == b"q0"
-    assert receive_nonblocking(mailbox) == b"q1"
+    assert receive_nowait(mailbox) == b"q0"
+    assert receive_nowait(mailbox) == b"q1"
     assert s.is_alive(), "entered while the queue was still at capacity"
-    assert receive_nonblocking(mailbox) == b"q2"
+    assert receive_nowait(mailbox) == b"q2"
     assert s.finish() == "ok"
-    assert receive_nonblocking(mailbox) == b"waits"
+    assert receive_nowait(mailbox) == b"waits"
 
 
 # ---------------------------------------------------------------- O_NONBLOCK senders
@@ -455,11 +368,11 @@ def test_nonblocking_close_is_eagain_when_the_mailbox_filled_after_the_write(mou
             expected[key] = value.strip()
         expected["bytes_held"] = str(int(expected["bytes_held"]) - 28)
         expected["open_files"] = str(int(expected["open_files"]) - 1)
-        wait_until(lambda: status(mount.path) == expected, timeout=STEP_S,
+        wait_until(lambda: read_status(mount.path) == expected, timeout=STEP_S,
                    what=f"the root .status to settle at {expected}")
         assert os.listdir(mailbox) == ["0000000001"]
-        assert receive_nonblocking(mailbox) == b"took the place"
-        expect_errno(errno.EAGAIN, receive_nonblocking, mailbox)
+        assert receive_nowait(mailbox) == b"took the place"
+        expect_errno(errno.EAGAIN, receive_nowait, mailbox)
     finally:
         if not closed:
             os.close(fd)
@@ -482,8 +395,8 @@ def test_nonblocking_fsync_is_eagain_when_full_and_queues_nothing(mount, mailbox
             # still full: the close may refuse the same way, never otherwise
             assert e.errno == errno.EAGAIN
     assert status_text(mailbox) == box_before
-    assert receive_nonblocking(mailbox) == b"fill"
-    expect_errno(errno.EAGAIN, receive_nonblocking, mailbox)
+    assert receive_nowait(mailbox) == b"fill"
+    expect_errno(errno.EAGAIN, receive_nowait, mailbox)
 
 
 def test_nonblocking_sender_works_when_there_is_room(mailbox):
@@ -491,7 +404,7 @@ def test_nonblocking_sender_works_when_there_is_room(mailbox):
     fd = os.open(mailbox / ".send", os.O_WRONLY | os.O_NONBLOCK)
     os.write(fd, b"fits")
     os.close(fd)
-    assert receive_nonblocking(mailbox) == b"fits"
+    assert receive_nowait(mailbox) == b"fits"
 
 
 # ---------------------------------------------------------------- drop-in files
@@ -510,10 +423,10 @@ def test_dropin_being_written_takes_a_place(mailbox):
         closed = True
         assert sorted(os.listdir(mailbox)) == ["0000000001", "note.txt"]
         assert s.is_alive(), "the sender entered although the queue is at capacity"
-        assert receive_nonblocking(mailbox) == b"queued"
+        assert receive_nowait(mailbox) == b"queued"
         assert s.finish() == "ok"
-        assert receive_nonblocking(mailbox) == b"dropped in"
-        assert receive_nonblocking(mailbox) == b"from .send"
+        assert receive_nowait(mailbox) == b"dropped in"
+        assert receive_nowait(mailbox) == b"from .send"
     finally:
         if not closed:
             os.close(fd)
@@ -535,12 +448,12 @@ def test_dropin_create_on_full_mailbox_waits_in_close_not_open(mailbox):
     wait_field(mailbox, "senders_waiting", 1)
     assert s.stage == "close"
     # a receiver that looks .receive up only now is not frozen out
-    got = in_thread(lambda: receive_nonblocking(mailbox),
+    got = in_thread(lambda: receive_nowait(mailbox),
                     "receiving from the mailbox while a drop-in waits for a place")
     assert got == b"fill"
     assert s.finish() == "ok"
     assert os.listdir(mailbox) == ["late.txt"]
-    assert receive_nonblocking(mailbox) == b"late"
+    assert receive_nowait(mailbox) == b"late"
 
 
 def test_mailbox_can_be_listed_while_a_dropin_create_waits(mailbox):
@@ -559,7 +472,7 @@ def test_mailbox_can_be_listed_while_a_dropin_create_waits(mailbox):
         assert read_message(receive_fd) == b"fill"
         os.close(receive_fd)
         assert s.finish() == "ok"
-    assert receive_nonblocking(mailbox) == b"late"
+    assert receive_nowait(mailbox) == b"late"
 
 
 def test_nonblocking_dropin_create_on_full_mailbox_is_eagain_and_creates_nothing(mount, mailbox):
@@ -582,13 +495,13 @@ def test_cp_into_full_mailbox_blocks_until_room(tmp_path, mailbox):
     try:
         wait_field(mailbox, "senders_waiting", 1)
         assert cp.poll() is None
-        got = in_thread(lambda: receive_nonblocking(mailbox),
+        got = in_thread(lambda: receive_nowait(mailbox),
                         "receiving from the mailbox while cp waits in open() for a place")
         assert got == b"fill"
         _, err = cp.communicate(timeout=STEP_S)
         assert cp.returncode == 0, err
         assert os.listdir(mailbox) == ["report.bin"]
-        assert receive_nonblocking(mailbox) == src.read_bytes()
+        assert receive_nowait(mailbox) == src.read_bytes()
     finally:
         if cp.poll() is None:
             cp.kill()  # a cp stuck in uninterruptible sleep is reaped after the unmount
@@ -654,12 +567,12 @@ def test_blocked_sender_killed_by_signal_ends_at_once_and_is_not_queued(mount, m
         assert_unchanged(mount, mailbox, before)
         if capacity:
             assert os.listdir(mailbox) == ["0000000001"]
-            assert receive_nonblocking(mailbox) == b"fill"
+            assert receive_nowait(mailbox) == b"fill"
         # nothing of the interrupted message is left anywhere, and the mailbox still works
-        expect_errno(errno.EAGAIN, receive_nonblocking, mailbox)
+        expect_errno(errno.EAGAIN, receive_nowait, mailbox)
         set_capacity(mailbox, 1)
         send(mailbox, b"after")
-        assert receive_nonblocking(mailbox) == b"after"
+        assert receive_nowait(mailbox) == b"after"
     finally:
         reap(child)
 
@@ -684,8 +597,8 @@ def test_blocked_close_fails_with_eintr_and_the_fd_is_closed(mount, mailbox, cap
         wait_field(mailbox, "senders_waiting", 0, timeout=1.0)
         assert_unchanged(mount, mailbox, before)
         if capacity:
-            assert receive_nonblocking(mailbox) == b"fill"
-        expect_errno(errno.EAGAIN, receive_nonblocking, mailbox)
+            assert receive_nowait(mailbox) == b"fill"
+        expect_errno(errno.EAGAIN, receive_nowait, mailbox)
     finally:
         reap(child)
 
@@ -704,13 +617,13 @@ def test_interrupted_sender_does_not_disturb_the_order_of_the_others(mailbox):
         child.send_signal(signal.SIGINT)
         child.communicate(timeout=STEP_S)
         wait_field(mailbox, "senders_waiting", 2, timeout=1.0)
-        got = [receive_nonblocking(mailbox)]
+        got = [receive_nowait(mailbox)]
         assert first.finish() == "ok"
-        got.append(receive_nonblocking(mailbox))
+        got.append(receive_nowait(mailbox))
         assert last.finish() == "ok"
-        got.append(receive_nonblocking(mailbox))
+        got.append(receive_nowait(mailbox))
         assert got == [b"fill", b"first", b"last"]
-        expect_errno(errno.EAGAIN, receive_nonblocking, mailbox)
+        expect_errno(errno.EAGAIN, receive_nowait, mailbox)
     finally:
         reap(child)
 
@@ -912,13 +825,13 @@ def test_thousand_blocked_senders_leave_the_mount_responsive(mount, mailbox):
         _, t_ls = timed(lambda: os.listdir(mount.path))
         _, t_stat = timed(lambda: os.stat(mount / "mailboxes"))
         _, t_stat_box = timed(lambda: os.stat(mailbox))
-        root, t_status = timed(lambda: status(mount.path))
+        root, t_status = timed(lambda: read_status(mount.path))
         other = mount / "mailboxes" / "elsewhere"
         os.mkdir(other)
 
         def roundtrip():
             send(other, b"ping")
-            return receive_nonblocking(other)
+            return receive_nowait(other)
 
         echoed, t_rt = timed(roundtrip)
         threads = mount.daemon_threads()
@@ -1008,8 +921,8 @@ def test_max_bytes_drops_the_whole_message_being_composed(make_mount):
     assert os.listdir(box) == ["0000000001"]
     assert field(box, "messages") == "1"
     assert field(box, "bytes") == "3000"
-    assert receive_nonblocking(box) == b"a" * 3000
-    expect_errno(errno.EAGAIN, receive_nonblocking, box)
+    assert receive_nowait(box) == b"a" * 3000
+    expect_errno(errno.EAGAIN, receive_nowait, box)
 
 
 def test_max_bytes_counts_messages_being_written_and_is_global(make_mount):
@@ -1029,9 +942,9 @@ def test_max_bytes_counts_messages_being_written_and_is_global(make_mount):
         assert_unchanged(m, b, before)
     finally:
         os.close(fd)
-    assert receive_nonblocking(a) == b"x" * 3000
+    assert receive_nowait(a) == b"x" * 3000
     send(b, b"y" * 2000)  # the bytes were given back
-    assert receive_nonblocking(b) == b"y" * 2000
+    assert receive_nowait(b) == b"y" * 2000
 
 
 def test_daemon_keeps_serving_after_many_refused_sends(make_mount):
@@ -1047,8 +960,8 @@ def test_daemon_keeps_serving_after_many_refused_sends(make_mount):
             os.close(fd)
     assert m.proc.poll() is None
     assert field(m.path, "bytes") == "60000"
-    assert receive_nonblocking(box) == b"k" * 60000
+    assert receive_nowait(box) == b"k" * 60000
     for i in range(20):
         send(box, b"%d" % i * 3000)
-        assert receive_nonblocking(box) == b"%d" % i * 3000
+        assert receive_nowait(box) == b"%d" % i * 3000
     assert field(m.path, "bytes") == "0"

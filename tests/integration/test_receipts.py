@@ -7,218 +7,17 @@ Contract: spec/interface.md, "Mailboxes" (Receipts, Capacity, `any` policy). Rec
 separate processes so that pids matter; a receiver is known to be blocked when .status shows
 it in receivers_waiting, and every blocking step has a deadline."""
 import errno
-import json
 import os
-import select
 import signal
 import subprocess
-import threading
 import time
 
 import pytest
 
 from conftest import wait_until
-
-PY = "/usr/bin/python3"
-STEP_S = 5.0
-
-
-# ---------------------------------------------------------------- helpers
-
-def status_text(path):
-    with open(path / ".status", "rb") as f:
-        return f.read().decode()
-
-
-def status(path):
-    values = {}
-    for line in status_text(path).splitlines():
-        if ":" in line:
-            key, value = line.split(":", 1)
-            values[key.strip()] = value.strip()
-    return values
-
-
-def field(path, key):
-    return status(path)[key]
-
-
-def wait_field(path, key, value, timeout=STEP_S):
-    wait_until(lambda: field(path, key) == str(value), timeout=timeout,
-               what=f"{key}: {value} in {path}/.status")
-
-
-def send(box, data):
-    fd = os.open(box / ".send", os.O_WRONLY)
-    try:
-        os.write(fd, data)
-    finally:
-        os.close(fd)
-
-
-def read_message(fd):
-    chunks = []
-    while True:
-        chunk = os.read(fd, 65536)
-        if not chunk:
-            return b"".join(chunks)
-        chunks.append(chunk)
-
-
-def receive_nonblocking(box):
-    fd = os.open(box / ".receive", os.O_RDONLY | os.O_NONBLOCK)
-    try:
-        return read_message(fd)
-    finally:
-        os.close(fd)
-
-
-def expect_errno(code, fn, *args):
-    with pytest.raises(OSError) as exc:
-        fn(*args)
-    assert exc.value.errno == code, f"expected {errno.errorcode[code]}, got {exc.value!r}"
-
-
-class Call(threading.Thread):
-    """fn() in a thread; .value is its result or the OSError it raised."""
-
-    def __init__(self, fn):
-        super().__init__(daemon=True)
-        self.fn = fn
-        self.value = None
-        self.done = False
-        self.start()
-
-    def run(self):
-        try:
-            self.value = self.fn()
-        except OSError as e:
-            self.value = e
-        self.done = True
-
-    def result(self, timeout=STEP_S):
-        self.join(timeout)
-        assert not self.is_alive(), "call still blocked"
-        return self.value
-
-
-# A child process that runs commands sent as JSON lines and answers each with a JSON line.
-AGENT = r"""
-import json, os, sys, threading
-def reply(**kw):
-    sys.stdout.write(json.dumps(kw) + "\n")
-    sys.stdout.flush()
-def read_message(fd):
-    chunks = []
-    while True:
-        c = os.read(fd, 65536)
-        if not c:
-            return b"".join(chunks)
-        chunks.append(c)
-reply(pid=os.getpid())
-for line in sys.stdin:
-    cmd = json.loads(line)
-    op = cmd["op"]
-    try:
-        if op == "open":
-            reply(ok=os.open(cmd["path"], cmd["flags"]))
-        elif op == "close":
-            os.close(cmd["fd"]); reply(ok=None)
-        elif op == "read":
-            reply(ok=os.read(cmd["fd"], cmd["n"]).hex())
-        elif op == "recv":
-            reply(ok=read_message(cmd["fd"]).hex())
-        elif op == "recv_in_thread":
-            box = []
-            t = threading.Thread(target=lambda: box.append((threading.get_native_id(),
-                                                            read_message(cmd["fd"]))))
-            t.start(); t.join()
-            tid, data = box[0]
-            reply(ok=data.hex(), tid=tid)
-    except OSError as e:
-        reply(errno=e.errno)
-"""
-
-
-class Agent:
-    """A separate process (its own pid) doing file operations on request."""
-
-    def __init__(self):
-        self.proc = subprocess.Popen([PY, "-c", AGENT], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        self.buf = b""
-        self.pid = self.reply()["pid"]
-        assert self.pid == self.proc.pid
-
-    def request(self, **cmd):
-        self.proc.stdin.write((json.dumps(cmd) + "\n").encode())
-        self.proc.stdin.flush()
-
-    def reply(self, timeout=STEP_S):
-        fd = self.proc.stdout.fileno()
-        deadline = time.monotonic() + timeout
-        while b"\n" not in self.buf:
-            left = deadline - time.monotonic()
-            r, _, _ = select.select([fd], [], [], max(0.0, left))
-            if not r:
-                pytest.fail(f"process {self.pid} did not answer within {timeout}s")
-            chunk = os.read(fd, 65536)
-            if not chunk:
-                pytest.fail(f"process {self.pid} ended: {self.proc.stderr.read()!r}")
-            self.buf += chunk
-        line, self.buf = self.buf.split(b"\n", 1)
-        return json.loads(line)
-
-    def call(self, **cmd):
-        self.request(**cmd)
-        return self.reply()
-
-    def open(self, path, flags=os.O_RDONLY):
-        r = self.call(op="open", path=str(path), flags=flags)
-        if "errno" in r:
-            raise OSError(r["errno"], os.strerror(r["errno"]), str(path))
-        return r["ok"]
-
-    def kill(self):
-        if self.proc.poll() is None:
-            self.proc.kill()
-        try:
-            self.proc.wait(timeout=STEP_S)
-        except subprocess.TimeoutExpired:
-            pass
-
-
-@pytest.fixture
-def agents():
-    made = []
-
-    def make():
-        a = Agent()
-        made.append(a)
-        return a
-
-    try:
-        yield make
-    finally:
-        for a in made:
-            a.kill()
-
-
-def start_receive(agent, box):
-    """The agent opens .receive and starts one blocking receive (answer read later)."""
-    fd = agent.open(box / ".receive")
-    agent.request(op="recv", fd=fd)
-    return fd
-
-
-def received(agent):
-    r = agent.reply()
-    assert "ok" in r, f"receiver {agent.pid} failed: {r}"
-    return bytes.fromhex(r["ok"])
-
-
-def receipt_fd(box):
-    return os.open(box / ".send", os.O_RDWR)
+from ipcfs_helpers import (PY, STEP_S, Call, field, receipt_fd, received, receive_nowait, send,
+                           start_receive, wait_field)
+from ipcfs_helpers import agents  # noqa: F401 (fixture: importing makes it available here)
 
 
 # ---------------------------------------------------------------- delivered
@@ -361,7 +160,7 @@ def test_receipt_for_a_receiver_in_the_same_process(mailbox):
         os.write(fd, b"to myself")
         call = Call(lambda: os.read(fd, 100))
         wait_field(mailbox, "receipts_waiting", 1)
-        assert receive_nonblocking(mailbox) == b"to myself"
+        assert receive_nowait(mailbox) == b"to myself"
         assert call.result() == f"delivered 1 to {os.getpid()}\n".encode()
     finally:
         os.close(fd)
@@ -420,7 +219,7 @@ def test_receipt_says_forwarded_when_the_message_is_moved(mount, mailbox):
     finally:
         os.close(fd)
     assert os.listdir(mailbox) == []
-    assert receive_nonblocking(other) == b"passing through"
+    assert receive_nowait(other) == b"passing through"
 
 
 def test_receipt_after_mv_with_the_shell(mount, mailbox):
@@ -468,7 +267,7 @@ def test_receipt_read_is_interrupted_with_eintr_and_the_message_stays_queued(mai
         wait_field(mailbox, "receipts_waiting", 0, timeout=1.0)
         # the message was delivered by the read: it stays queued
         assert os.listdir(mailbox) == ["0000000001"]
-        assert receive_nonblocking(mailbox) == b"waiting for a receipt"
+        assert receive_nowait(mailbox) == b"waiting for a receipt"
     finally:
         if child.poll() is None:
             child.kill()
@@ -488,7 +287,7 @@ def test_ctrl_c_ends_a_waiting_receipt_reader_at_once(mailbox):
         assert time.monotonic() - start < 1.0
         assert b"KeyboardInterrupt" in err and out == b""
         wait_field(mailbox, "receipts_waiting", 0, timeout=1.0)
-        assert receive_nonblocking(mailbox) == b"x"
+        assert receive_nowait(mailbox) == b"x"
     finally:
         if child.poll() is None:
             child.kill()

@@ -262,6 +262,7 @@ class Engine {
   uint64_t nextHandle_ = 1;
   WaiterId nextWaiter_ = 1;
   uint64_t bytesUsed_ = 0;
+  uint64_t snapshotHandles_ = 0;  // open .status files and message peeks: not in open_files
   uint64_t queuedMessages_ = 0;
   uint64_t queuedBytes_ = 0;
   uint64_t receiversWaiting_ = 0;
