@@ -139,7 +139,7 @@ struct IpcfsFigures {
   Value frames;             // 64 B messages/s in 64 KiB frame calls
   Value pingPong;           // round trips/s
   Value echoSends;          // open+write+close of .send per second
-  Value duplexPipeGBs;      // not implemented yet: nullopt
+  Value duplexPipeGBs;
   MemcpyResult shm;
   Value semPairs;           // post+wait pairs/s (ping-pong, 2 per round trip)
   Value fourByFour;         // 64 B messages/s total, 4 senders + 4 receivers

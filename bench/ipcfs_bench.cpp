@@ -256,7 +256,7 @@ int main(int argc, char** argv) {
   std::vector<std::string> notes = f.notes;
   if (!f.queueMode.empty()) notes.push_back("queued messages sent with " + f.queueMode);
   if (!f.frames) notes.push_back("frames: no .send-frames/.receive-frames in this build (or the run failed)");
-  notes.push_back("duplex pipe: not implemented yet");
+  if (!f.duplexPipeGBs) notes.push_back("duplex pipe: not measured (see above)");
   if (!floor.note.empty()) notes.push_back("FUSE floor: " + floor.note);
   if (!redis.note.empty()) notes.push_back("Redis: " + redis.note);
   if (cfg.daemonPid <= 0) notes.push_back("daemon pid unknown: pass it as the second argument");

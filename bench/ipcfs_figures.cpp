@@ -541,6 +541,49 @@ void queuedMessages(const Config& cfg, IpcfsFigures& f) {
   else f.notes.push_back("queued messages: ls of the mailbox failed or took longer than its deadline");
 }
 
+// ------------------------------------------------------------------ duplex pipe
+// 64 KiB writes on one end of a duplex pipe in pipes/, reads on the other (the name is
+// unlinked at once: an anonymous pipe).
+Value duplexPipeGBs(const Config& cfg) {
+  const std::string path = cfg.mount + "/pipes/" + tagged("duplex");
+  const int writer = ::open(path.c_str(), O_RDWR | O_CREAT | O_EXCL, 0600);
+  if (writer < 0) fail("create " + path);
+  const int reader = openOrFail(path, O_RDWR);
+  ::unlink(path.c_str());
+  constexpr std::size_t kChunk = 64 * 1024;
+  std::vector<Role> roles;
+  roles.push_back({[&](int, const StartFn& start) -> long long {
+                     ::close(reader);
+                     std::vector<char> buf(kChunk, 'p');
+                     auto deadline = start();
+                     while (Clock::now() < deadline) writeAll(writer, buf.data(), kChunk, "duplex pipe write");
+                     ::close(writer);
+                     return 0;
+                   },
+                   false});
+  roles.push_back({[&](int, const StartFn& start) -> long long {
+                     ::close(writer);
+                     std::vector<char> buf(kChunk);
+                     start();
+                     long long bytes = 0;
+                     for (;;) {
+                       ssize_t r = ::read(reader, buf.data(), kChunk);
+                       if (r < 0 && errno == EINTR) continue;
+                       if (r < 0) fail("duplex pipe read");
+                       if (r == 0) break;  // the writer's end closed: end of file
+                       bytes += r;
+                     }
+                     return bytes;
+                   },
+                   true});
+  Value v = runTeam(roles, cfg.seconds, 10, [&] {
+    ::close(writer);
+    ::close(reader);
+  });
+  if (v) *v /= 1e9;
+  return v;
+}
+
 template <class F>
 void guarded(IpcfsFigures& f, const char* what, F&& fn) {
   progress("ipcfs: %s", what);
@@ -575,6 +618,8 @@ IpcfsFigures measureIpcfs(const Config& cfg) {
   guarded(f, "ping-pong", [&] { f.pingPong = medianOf("ipcfs ping-pong", cfg.repeats, [&] { return pingPong(cfg, lines); }); });
   guarded(f, "echo-style sends", [&] { f.echoSends = medianOf("ipcfs echo-style", cfg.repeats, [&] { return echoSends(cfg); }); });
   guarded(f, "4 senders + 4 receivers", [&] { f.fourByFour = medianOf("ipcfs 4+4", cfg.repeats, [&] { return oneByOne(cfg, lines, 4, 4, "four"); }); });
+  if (exists(cfg.mount + "/pipes"))
+    guarded(f, "duplex pipe", [&] { f.duplexPipeGBs = medianOf("ipcfs duplex pipe", cfg.repeats, [&] { return duplexPipeGBs(cfg); }); });
   guarded(f, "semaphores", [&] { f.semPairs = medianOf("ipcfs sem/", cfg.repeats, [&] { return semPairs(cfg); }); });
   guarded(f, "shm/ memcpy", [&] {
     f.shm = memcpyIntoMapping(cfg.mount + "/shm/" + tagged("mem"), cfg.memBytes, cfg.quick ? 2 : 4);
