@@ -6,6 +6,7 @@
 #include "file_ops.hpp"
 #include "parked_request.hpp"
 #include "reply.hpp"
+#include "stream_reply.hpp"
 
 namespace ipcfs::fs {
 
@@ -34,7 +35,8 @@ void opOpen(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) noexcept {
     auto r = fsOf(req).engine.open(ino, fi->flags, callerOf(req, true));
     if (!r) return replyError(req, r.error());
     applyOpened(fi, *r);
-    if (fuse_reply_open(req, fi) == -ENOENT) fsOf(req).engine.release(r->fh);  // opener was interrupted
+    const int sent = r->nonseekable ? replyOpenStream(req, *fi) : fuse_reply_open(req, fi);
+    if (sent == -ENOENT) fsOf(req).engine.release(r->fh);  // opener was interrupted
   });
 }
 
@@ -49,7 +51,8 @@ void opCreate(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, 
     e.attr = st;
     e.attr_timeout = attrTimeoutFor(st.st_ino);
     e.entry_timeout = entryTimeoutFor(st.st_ino);
-    if (fuse_reply_create(req, &e, fi) == -ENOENT) fsOf(req).engine.release(opened.fh);  // creator gone
+    const int sent = opened.nonseekable ? replyCreateStream(req, e, *fi) : fuse_reply_create(req, &e, fi);
+    if (sent == -ENOENT) fsOf(req).engine.release(opened.fh);  // creator gone
   });
 }
 

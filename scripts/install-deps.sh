@@ -13,6 +13,6 @@ apt-get install -y -qq --no-install-recommends \
   libspdlog-dev libfmt-dev \
   libgtest-dev googletest \
   python3 python3-pytest python3-pytest-timeout nodejs \
-  attr procps psmisc util-linux coreutils bash \
+  attr procps psmisc util-linux coreutils bash stress-ng \
   file mc tmux libglib2.0-bin \
   redis-server libhiredis-dev >/dev/null

@@ -8,8 +8,9 @@
 # examples run with `node` from PATH. Mounts ipcfs on a fresh temporary directory and runs
 # every example under `timeout`, asserting its output exactly: each language's producer and
 # consumer, consumers over messages spanning several reads, every cross-language
-# producer -> consumer pair (shell and Python included), and each poll/epoll waiter, alone
-# and racing the others for the same messages. No sleeps are used for synchronisation: every
+# producer -> consumer pair (shell and Python included), each poll/epoll waiter, alone
+# and racing the others for the same messages, and the C++ and Python anonymous-pipe
+# examples (a duplex pipe in pipes/, unlinked, shared by a parent and its forked child). No sleeps are used for synchronisation: every
 # wait polls a condition against a deadline. The daemon, any example still running, the
 # mount and the temporary directories are cleaned up by an EXIT trap. The last line is
 # "<passed> passed, <failed> failed"; the exit status is non-zero if any check failed.
@@ -91,7 +92,7 @@ waiter() {  # waiter LANG : sets WAIT to the waiter's command and WAIT_NAME to i
 
 # ---------------------------------------------------------- prerequisites ----
 for exe in example_c_producer example_c_consumer example_c_epoll_wait \
-    example_cpp_producer_consumer example_cpp_poll_wait; do
+    example_cpp_producer_consumer example_cpp_poll_wait example_cpp_anonymous_pipe; do
     [[ -x $BIN/$exe ]] || fatal "example $exe is built" "not found or not executable: $BIN/$exe" \
         "(build with -DIPCFS_EXAMPLES=ON and pass the CMake build directory)"
 done
@@ -274,3 +275,35 @@ expect_empty_mailbox "mailbox race-b is empty afterwards" "$MB/race-b"
 
 expect_eq "root .status: receivers_waiting 0 at the end" "0" "$(status_field "$MNT" receivers_waiting)"
 expect_eq "root .status: messages 0 at the end" "0" "$(status_field "$MNT" messages)"
+
+# ------------------------------------------ anonymous pipes made in pipes/ ----
+# Each example creates pipes/anon-LANG, opens both ends, unlinks the name and forks: the
+# child produces "item 1".."item N", the parent prints them and "EOF after N items".
+N_ITEMS=200
+expected_items=$(printf 'item %d\n' $(seq 1 "$N_ITEMS"); echo "EOF after $N_ITEMS items")
+item_bytes=$(printf 'item %d\n' $(seq 1 "$N_ITEMS") | wc -c)
+bytes_before=$(status_field "$MNT" pipe_bytes)
+for lang in cpp python; do
+    echo "# $lang anonymous_pipe: parent and forked child over an unlinked duplex pipe"
+    case $lang in
+        cpp) ANON=("$BIN/example_cpp_anonymous_pipe") ;;
+        python) ANON=("$PY" "$EXAMPLES/python/anonymous_pipe.py") ;;
+    esac
+    run_fg "anon-$lang" "${ANON[@]}" "$MNT/pipes/anon-$lang" "$N_ITEMS"
+    expect_exit0 "$lang anonymous_pipe exits 0" $? "anon-$lang"
+    expect_eq "$lang anonymous_pipe printed item 1..$N_ITEMS, then 'EOF after $N_ITEMS items'" \
+        "$expected_items" "$(cat "$WORK/anon-$lang.out")"
+    expect_eq "$lang anonymous_pipe wrote nothing on stderr" "" "$(cat "$WORK/anon-$lang.err")"
+    expect_eq "pipes/ is empty afterwards (the name was unlinked)" "" "$(listing "$MNT/pipes")"
+    echo "# $lang anonymous_pipe refuses a name that is taken (O_EXCL)"
+    touch "$MNT/pipes/taken-$lang"
+    run_fg "anon-$lang-taken" "${ANON[@]}" "$MNT/pipes/taken-$lang" 1
+    st=$?
+    if [[ $st -ne 0 && $st -ne 124 ]]; then ok "$lang anonymous_pipe exits non-zero"; else
+        not_ok "$lang anonymous_pipe exits non-zero" "exit status $st"; fi
+    expect_eq "$lang anonymous_pipe printed nothing on stdout" "" "$(cat "$WORK/anon-$lang-taken.out")"
+    check "rm pipes/taken-$lang" rm "$MNT/pipes/taken-$lang"
+done
+expect_eq "root .status: pipe_bytes grew by the two runs' $((2 * item_bytes)) bytes" \
+    "$((bytes_before + 2 * item_bytes))" "$(status_field "$MNT" pipe_bytes)"
+expect_eq "root .status: pipes 0 at the end" "0" "$(status_field "$MNT" pipes)"
