@@ -207,7 +207,7 @@ Result<std::pair<struct stat, Opened>> Engine::create(uint64_t parent, std::stri
                                                       const Caller& who) {
   std::lock_guard lock(mutex_);
   if (parent == ino::kShm || parent == ino::kSem) return createShmSem(parent, name, mode, flags, who);
-  if (parent == ino::kPipes) return createPipe(name, mode, flags, who);
+  if (isPipesDir(parent)) return createPipe(parent, name, mode, flags, who);
   // (messages are 0444 whatever `mode` says; chmod works afterwards)
   auto box = mailboxByIno(parent);
   if (!box) return fail(statOf(parent) ? EPERM : ENOENT);

@@ -74,7 +74,7 @@ Result<struct stat> Engine::lookup(uint64_t parent, std::string_view name) {
     return mailboxStat(*it->second);
   }
   if (parent == ino::kShm || parent == ino::kSem) return lookupShmSem(parent, name);
-  if (parent == ino::kPipes) return lookupPipe(name);
+  if (isPipesDir(parent)) return lookupPipe(parent, name);
   if (parent == ino::kById) {
     auto id = parseId(name);
     if (!id || !mailboxById(*id)) return fail(ENOENT);
@@ -111,7 +111,7 @@ Result<struct stat> Engine::setattr(uint64_t ino, const AttrChange& change) {
   };
   if (ino::kindOf(ino) == ino::Kind::Segment || ino::kindOf(ino) == ino::Kind::Semaphore)
     return setattrShmSem(ino, change);
-  if (ino::kindOf(ino) == ino::Kind::Pipe) return setattrPipe(ino, change);
+  if (ino::kindOf(ino) == ino::Kind::Pipe || ino::kindOf(ino) == ino::Kind::PipeDir) return setattrPipe(ino, change);
   switch (ino::kindOf(ino)) {
     case ino::Kind::Mailbox: {
       auto box = mailboxById(ino::idOf(ino));
@@ -198,12 +198,13 @@ Status Engine::readdir(uint64_t ino, uint64_t offset, const std::function<bool(c
       if (!add({it->second->name, messageStat(*it->second), kFirstEntry + it->first})) return {};
   }
   if (ino == ino::kShm || ino == ino::kSem) readdirShmSem(ino, from, add);
-  if (ino == ino::kPipes) readdirPipes(from, add);
+  if (isPipesDir(ino)) readdirPipes(ino, from, add);
   return {};  // procs/: empty until direct communication exists
 }
 
 Result<struct stat> Engine::mkdir(uint64_t parent, std::string_view name, mode_t mode, const Caller& who) {
   std::lock_guard lock(mutex_);
+  if (isPipesDir(parent)) return mkdirPipes(parent, name, mode, who);
   if (parent != ino::kMailboxes) return fail(statOf(parent) ? EPERM : ENOENT);
   if (auto ok = validateName(name); !ok) return fail(ok.error());
   if (mailboxesByName_.contains(name)) return fail(EEXIST);
@@ -224,8 +225,9 @@ Status Engine::rmdir(uint64_t parent, std::string_view name) {
   After after;
   {
     std::lock_guard lock(mutex_);
-    // The kernel has already refused rmdir of non-directories (ENOTDIR); the only
-    // removable directories are mailboxes.
+    // The kernel has already refused rmdir of non-directories (ENOTDIR); the removable
+    // directories are mailboxes and the plain directories in pipes/.
+    if (isPipesDir(parent)) return rmdirPipes(parent, name);
     if (parent != ino::kMailboxes) return fail(EPERM);
     auto it = mailboxesByName_.find(name);
     if (it == mailboxesByName_.end()) return fail(ENOENT);
@@ -271,7 +273,7 @@ Status Engine::unlink(uint64_t parent, std::string_view name) {
   Status result = [&]() -> Status {
   std::lock_guard lock(mutex_);
   if (parent == ino::kShm || parent == ino::kSem) return unlinkShmSem(parent, name);
-  if (parent == ino::kPipes) return unlinkPipe(name);
+  if (isPipesDir(parent)) return unlinkPipe(parent, name);
   auto box = mailboxByIno(parent);
   if (!box) {
     if (parent == ino::kMailboxes) return fail(mailboxesByName_.contains(name) ? EISDIR : ENOENT);
@@ -320,7 +322,7 @@ Status Engine::rename(uint64_t parent, std::string_view name, uint64_t newParent
 
     if ((parent == ino::kShm || parent == ino::kSem) && newParent == parent)
       return renameShmSem(parent, name, newName);
-    if (parent == ino::kPipes && newParent == ino::kPipes) return renamePipe(name, newName);
+    if (isPipesDir(parent) && isPipesDir(newParent)) return renamePipe(parent, name, newParent, newName);
     if (parent == ino::kMailboxes && newParent == ino::kMailboxes) {
       auto it = mailboxesByName_.find(name);
       if (it == mailboxesByName_.end()) return fail(ENOENT);

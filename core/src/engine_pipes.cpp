@@ -46,44 +46,110 @@ struct stat pipeStat(const Pipe& p) {
 
 int peerOf(int end) { return 1 - end; }
 
+struct stat pipeDirStat(const detail::PipeDir& d) {
+  struct stat st{};
+  st.st_ino = ino::make(ino::Kind::PipeDir, d.id);
+  st.st_mode = S_IFDIR | d.mode;
+  st.st_nlink = 2;
+  st.st_uid = d.uid;
+  st.st_gid = d.gid;
+  st.st_blksize = 4096;
+  st.st_atim = d.atime;
+  st.st_mtim = d.mtime;
+  st.st_ctim = d.ctime;
+  return st;
+}
+
 }  // namespace
 
 // REQUIRES: mutex_ held (for everything below).
 std::optional<Result<struct stat>> Engine::statPipe(uint64_t ino) const {
+  if (ino::kindOf(ino) == ino::Kind::PipeDir) {
+    auto it = pipeDirs_.find(ino::idOf(ino));
+    if (it == pipeDirs_.end()) return Result<struct stat>(fail(ENOENT));
+    return Result<struct stat>(pipeDirStat(*it->second));
+  }
   if (ino::kindOf(ino) != ino::Kind::Pipe) return std::nullopt;
   auto it = pipesById_.find(ino::idOf(ino));
   if (it == pipesById_.end()) return Result<struct stat>(fail(ENOENT));
   return Result<struct stat>(pipeStat(*it->second));
 }
 
-Result<struct stat> Engine::lookupPipe(std::string_view name) const {
-  auto it = pipes_.find(name);
+bool Engine::isPipesDir(uint64_t ino) const {
+  return ino == ino::kPipes || (ino::kindOf(ino) == ino::Kind::PipeDir && pipeDirs_.contains(ino::idOf(ino)));
+}
+
+Result<struct stat> Engine::lookupPipe(uint64_t dir, std::string_view name) const {
+  const PipeKey key{dir, std::string(name)};
+  if (auto d = pipeDirNames_.find(key); d != pipeDirNames_.end()) return pipeDirStat(*d->second);
+  auto it = pipes_.find(key);
   if (it == pipes_.end()) return fail(ENOENT);
   return pipeStat(*it->second);
 }
 
-void Engine::readdirPipes(uint64_t from, const std::function<bool(const DirEntry&)>& add) const {
+void Engine::readdirPipes(uint64_t dir, uint64_t from, const std::function<bool(const DirEntry&)>& add) const {
   constexpr uint64_t kFirstEntry = 3;  // as in engine_namespace.cpp
-  for (auto it = pipesById_.lower_bound(from); it != pipesById_.end(); ++it)
-    if (!it->second->unlinked && !add({it->second->name, pipeStat(*it->second), kFirstEntry + it->first})) return;
+  // Listed by id (pipes and directories share one id counter) so paging resumes in place.
+  std::map<uint64_t, std::pair<std::string_view, struct stat>> children;
+  for (const auto& [key, d] : pipeDirNames_)
+    if (key.first == dir && d->id >= from) children.emplace(d->id, std::pair{std::string_view(d->name), pipeDirStat(*d)});
+  for (const auto& [key, p] : pipes_)
+    if (key.first == dir && p->id >= from) children.emplace(p->id, std::pair{std::string_view(p->name), pipeStat(*p)});
+  for (const auto& [id, entry] : children)
+    if (!add({entry.first, entry.second, kFirstEntry + id})) return;
+}
+
+bool Engine::pipeNameTaken(uint64_t dir, std::string_view name) const {
+  const PipeKey key{dir, std::string(name)};
+  return pipes_.contains(key) || pipeDirNames_.contains(key);
 }
 
 Result<struct stat> Engine::mknod(uint64_t parent, std::string_view name, mode_t mode, const Caller& who) {
   std::lock_guard lock(mutex_);
-  if (parent != ino::kPipes || !S_ISFIFO(mode)) return fail(statOf(parent) ? EPERM : ENOENT);
+  if (!isPipesDir(parent) || !S_ISFIFO(mode)) return fail(statOf(parent) ? EPERM : ENOENT);
   if (auto ok = validateName(name); !ok) return fail(ok.error());
-  if (pipes_.contains(name)) return fail(EEXIST);
+  if (pipeNameTaken(parent, name)) return fail(EEXIST);
   auto p = std::make_shared<Pipe>();
   p->id = nextShmSemId_++;
+  p->dir = parent;
   p->name = std::string(name);
   p->mode = mode & 07777;
   p->uid = who.uid;
   p->gid = who.gid;
   p->atime = p->mtime = p->ctime = now();
   p->fifo = true;
-  pipes_.emplace(p->name, p);
+  pipes_.emplace(PipeKey{parent, p->name}, p);
   pipesById_.emplace(p->id, p);
   return pipeStat(*p);
+}
+
+Result<struct stat> Engine::mkdirPipes(uint64_t dir, std::string_view name, mode_t mode, const Caller& who) {
+  if (auto ok = validateName(name); !ok) return fail(ok.error());
+  if (pipeNameTaken(dir, name)) return fail(EEXIST);
+  auto d = std::make_shared<detail::PipeDir>();
+  d->id = nextShmSemId_++;
+  d->dir = dir;
+  d->name = std::string(name);
+  d->mode = mode & 07777;
+  d->uid = who.uid;
+  d->gid = who.gid;
+  d->atime = d->mtime = d->ctime = now();
+  pipeDirNames_.emplace(PipeKey{dir, d->name}, d);
+  pipeDirs_.emplace(d->id, d);
+  return pipeDirStat(*d);
+}
+
+Status Engine::rmdirPipes(uint64_t dir, std::string_view name) {
+  auto it = pipeDirNames_.find(PipeKey{dir, std::string(name)});
+  if (it == pipeDirNames_.end()) return fail(pipes_.contains(PipeKey{dir, std::string(name)}) ? ENOTDIR : ENOENT);
+  const uint64_t self = ino::make(ino::Kind::PipeDir, it->second->id);
+  for (const auto& [key, p] : pipes_)
+    if (key.first == self) return fail(ENOTEMPTY);
+  for (const auto& [key, d] : pipeDirNames_)
+    if (key.first == self) return fail(ENOTEMPTY);
+  pipeDirs_.erase(it->second->id);
+  pipeDirNames_.erase(it);
+  return {};
 }
 
 namespace {
@@ -101,23 +167,25 @@ std::optional<int> takeEnd(Pipe& p) {
 
 }  // namespace
 
-Result<std::pair<struct stat, Opened>> Engine::createPipe(std::string_view name, mode_t mode, int flags,
-                                                          const Caller& who) {
+Result<std::pair<struct stat, Opened>> Engine::createPipe(uint64_t dir, std::string_view name, mode_t mode,
+                                                          int flags, const Caller& who) {
   if (auto ok = validateName(name); !ok) return fail(ok.error());
-  if (pipes_.contains(name)) {
+  if (pipeDirNames_.contains(PipeKey{dir, std::string(name)})) return fail(EISDIR);
+  if (auto existing = pipes_.find(PipeKey{dir, std::string(name)}); existing != pipes_.end()) {
     if (flags & O_EXCL) return fail(EEXIST);
-    auto opened = openPipe(ino::make(ino::Kind::Pipe, pipes_.find(name)->second->id), flags);
+    auto opened = openPipe(ino::make(ino::Kind::Pipe, existing->second->id), flags);
     if (!opened) return fail(opened.error());
-    return std::pair{pipeStat(*pipes_.find(name)->second), *opened};
+    return std::pair{pipeStat(*existing->second), *opened};
   }
   auto p = std::make_shared<Pipe>();
   p->id = nextShmSemId_++;
+  p->dir = dir;
   p->name = std::string(name);
   p->mode = mode & 07777;
   p->uid = who.uid;
   p->gid = who.gid;
   p->atime = p->mtime = p->ctime = now();
-  pipes_.emplace(p->name, p);
+  pipes_.emplace(PipeKey{dir, p->name}, p);
   pipesById_.emplace(p->id, p);
   auto opened = openPipe(ino::make(ino::Kind::Pipe, p->id), flags);
   if (!opened) return fail(opened.error());
@@ -286,6 +354,18 @@ unsigned Engine::pollPipe(Handle& h, PollNotify& notify) {
 }
 
 Result<struct stat> Engine::setattrPipe(uint64_t ino, const AttrChange& change) {
+  if (ino::kindOf(ino) == ino::Kind::PipeDir) {
+    auto d = pipeDirs_.find(ino::idOf(ino));
+    if (d == pipeDirs_.end()) return fail(ENOENT);
+    if (change.size) return fail(EISDIR);
+    if (change.mode) d->second->mode = *change.mode & 07777;
+    if (change.uid) d->second->uid = *change.uid;
+    if (change.gid) d->second->gid = *change.gid;
+    if (change.atime) d->second->atime = *change.atime;
+    if (change.mtime) d->second->mtime = *change.mtime;
+    d->second->ctime = now();
+    return pipeDirStat(*d->second);
+  }
   auto it = pipesById_.find(ino::idOf(ino));
   if (it == pipesById_.end()) return fail(ENOENT);
   Pipe& p = *it->second;
@@ -299,8 +379,9 @@ Result<struct stat> Engine::setattrPipe(uint64_t ino, const AttrChange& change) 
   return pipeStat(p);
 }
 
-Status Engine::unlinkPipe(std::string_view name) {
-  auto it = pipes_.find(name);
+Status Engine::unlinkPipe(uint64_t dir, std::string_view name) {
+  if (pipeDirNames_.contains(PipeKey{dir, std::string(name)})) return fail(EISDIR);
+  auto it = pipes_.find(PipeKey{dir, std::string(name)});
   if (it == pipes_.end()) return fail(ENOENT);
   // Open ends keep working: a parent that opened both ends, unlinked the name and forked
   // holds an ordinary pipe nobody else can acquire.
@@ -312,16 +393,34 @@ Status Engine::unlinkPipe(std::string_view name) {
   return {};
 }
 
-Status Engine::renamePipe(std::string_view name, std::string_view newName) {
-  auto it = pipes_.find(name);
-  if (it == pipes_.end()) return fail(ENOENT);
-  if (name == newName) return {};
-  if (pipes_.contains(newName)) return fail(EEXIST);  // never replaced silently
-  auto p = it->second;
-  pipes_.erase(it);
-  p->name = std::string(newName);
-  p->ctime = now();
-  pipes_.emplace(p->name, p);
+Status Engine::renamePipe(uint64_t dir, std::string_view name, uint64_t newDir, std::string_view newName) {
+  const PipeKey from{dir, std::string(name)}, to{newDir, std::string(newName)};
+  if (from == to) return pipeNameTaken(dir, name) ? Status{} : fail(ENOENT);
+  if (pipeNameTaken(newDir, newName)) return fail(EEXIST);  // never replaced silently
+  if (auto it = pipes_.find(from); it != pipes_.end()) {
+    auto p = it->second;
+    pipes_.erase(it);
+    p->dir = newDir;
+    p->name = to.second;
+    p->ctime = now();
+    pipes_.emplace(to, p);
+    return {};
+  }
+  auto d = pipeDirNames_.find(from);
+  if (d == pipeDirNames_.end()) return fail(ENOENT);
+  // A directory may not move into itself or below itself.
+  for (uint64_t at = newDir; ino::kindOf(at) == ino::Kind::PipeDir;) {
+    if (ino::idOf(at) == d->second->id) return fail(EINVAL);
+    auto up = pipeDirs_.find(ino::idOf(at));
+    if (up == pipeDirs_.end()) break;
+    at = up->second->dir;
+  }
+  auto moved = d->second;
+  pipeDirNames_.erase(d);
+  moved->dir = newDir;
+  moved->name = to.second;
+  moved->ctime = now();
+  pipeDirNames_.emplace(to, moved);
   return {};
 }
 

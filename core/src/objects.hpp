@@ -156,6 +156,7 @@ struct PipeEnd {
 
 struct Pipe {
   uint64_t id = 0;
+  uint64_t dir = 0;  // inode of the directory holding its name (pipes/ or a subdirectory)
   std::string name;
   mode_t mode = 0644;
   uid_t uid = 0;
@@ -165,6 +166,18 @@ struct Pipe {
   bool unlinked = false;
   PipeEnd ends[2];
   uint64_t bytesMoved = 0;
+};
+
+// A plain directory inside pipes/, to organise pipes (and for tools such as stress-ng that
+// make a working directory of their own).
+struct PipeDir {
+  uint64_t id = 0;
+  uint64_t dir = 0;  // inode of the directory holding it
+  std::string name;
+  mode_t mode = 0755;
+  uid_t uid = 0;
+  gid_t gid = 0;
+  timespec atime{}, mtime{}, ctime{};
 };
 
 enum class HandleKind { Sender, DropIn, Receiver, Snapshot, Segment, Semaphore, PipeEnd };

@@ -144,10 +144,30 @@ def test_fifo_carries_100_mib_between_two_processes_with_matching_checksum(mount
 
 # ---------------------------------------------------------------- stress-ng
 
-# Known gap (issue 5 left open): stress-ng always makes a directory of its own under
-# --temp-path, and pipes/ does not hold subdirectories yet (mkdir: EPERM). strict: this
-# test must start passing, and then lose the marker, once subdirectories exist.
-@pytest.mark.xfail(strict=True, reason="needs plain subdirectories in pipes/ (not implemented yet)")
+def test_plain_subdirectories_organise_pipes(mount):
+    sub = pipes(mount) / "sub"
+    os.mkdir(sub, 0o750)
+    assert stat.S_ISDIR(os.stat(sub).st_mode) and stat.S_IMODE(os.stat(sub).st_mode) == 0o750
+    os.mkfifo(sub / "fifo")
+    open(sub / "duplex", "w").close()
+    assert sorted(os.listdir(sub)) == ["duplex", "fifo"]
+    assert "sub" in os.listdir(pipes(mount))
+    with pytest.raises(OSError) as e:
+        os.rmdir(sub)
+    assert e.value.errno == errno.ENOTEMPTY
+    os.mkdir(pipes(mount) / "other")
+    os.rename(sub / "fifo", pipes(mount) / "other" / "fifo")
+    assert stat.S_ISFIFO(os.stat(pipes(mount) / "other" / "fifo").st_mode)
+    with pytest.raises(OSError) as e:
+        os.rename(pipes(mount) / "other", pipes(mount) / "other" / "inside")
+    assert e.value.errno == errno.EINVAL
+    os.unlink(sub / "duplex")
+    os.rmdir(sub)
+    assert not os.path.lexists(sub)
+
+
+# stress-ng makes a directory of its own under --temp-path, so this needs the plain
+# subdirectories above.
 def test_stress_ng_fifo_in_pipes_passes(mount, tmp_path):
     if shutil.which("stress-ng") is None:
         pytest.skip("stress-ng is not installed (Debian package stress-ng; "

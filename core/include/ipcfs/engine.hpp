@@ -37,6 +37,7 @@ struct Mailbox;
 struct Segment;
 struct Semaphore;
 struct Pipe;
+struct PipeDir;
 struct Message;
 struct Handle;
 struct Waiter;
@@ -218,9 +219,14 @@ class Engine {
 
   // pipes/ (engine_pipes.cpp). All REQUIRE: mutex_ held.
   std::optional<Result<struct stat>> statPipe(uint64_t ino) const;
-  Result<struct stat> lookupPipe(std::string_view name) const;
-  void readdirPipes(uint64_t from, const std::function<bool(const DirEntry&)>& add) const;
-  Result<std::pair<struct stat, Opened>> createPipe(std::string_view name, mode_t mode, int flags, const Caller& who);
+  bool isPipesDir(uint64_t ino) const;
+  bool pipeNameTaken(uint64_t dir, std::string_view name) const;
+  Result<struct stat> lookupPipe(uint64_t dir, std::string_view name) const;
+  void readdirPipes(uint64_t dir, uint64_t from, const std::function<bool(const DirEntry&)>& add) const;
+  Result<std::pair<struct stat, Opened>> createPipe(uint64_t dir, std::string_view name, mode_t mode, int flags,
+                                                    const Caller& who);
+  Result<struct stat> mkdirPipes(uint64_t dir, std::string_view name, mode_t mode, const Caller& who);
+  Status rmdirPipes(uint64_t dir, std::string_view name);
   Result<Opened> openPipe(uint64_t ino, int flags);
   std::optional<WaiterId> readPipe(detail::Handle& h, size_t size, bool nonblock, ReadCompletion& done,
                                    After& after);
@@ -228,8 +234,8 @@ class Engine {
                                     After& after);
   unsigned pollPipe(detail::Handle& h, PollNotify& notify);
   Result<struct stat> setattrPipe(uint64_t ino, const AttrChange& change);
-  Status unlinkPipe(std::string_view name);
-  Status renamePipe(std::string_view name, std::string_view newName);
+  Status unlinkPipe(uint64_t dir, std::string_view name);
+  Status renamePipe(uint64_t dir, std::string_view name, uint64_t newDir, std::string_view newName);
   void releasePipe(detail::Handle& h, After& after);
   void servePipeEnd(detail::Pipe& p, int end, After& after);
   bool cancelPipeWaiter(WaiterId id, After& after);
@@ -252,7 +258,10 @@ class Engine {
   std::map<uint64_t, std::shared_ptr<detail::Semaphore>> semaphoresById_;  // GUARDED_BY(mutex_)
   std::unordered_map<WaiterId, detail::Semaphore*> semWaiterHomes_;        // GUARDED_BY(mutex_)
   std::unordered_map<uint64_t, uint32_t> shmSemOpens_;  // open files per segment/semaphore inode
-  std::map<std::string, std::shared_ptr<detail::Pipe>, std::less<>> pipes_;  // GUARDED_BY(mutex_)
+  using PipeKey = std::pair<uint64_t, std::string>;  // (directory inode, name)
+  std::map<PipeKey, std::shared_ptr<detail::Pipe>> pipes_;          // GUARDED_BY(mutex_)
+  std::map<PipeKey, std::shared_ptr<detail::PipeDir>> pipeDirNames_;  // GUARDED_BY(mutex_)
+  std::map<uint64_t, std::shared_ptr<detail::PipeDir>> pipeDirs_;     // by id; GUARDED_BY(mutex_)
   std::map<uint64_t, std::shared_ptr<detail::Pipe>> pipesById_;  // named, or open; GUARDED_BY(mutex_)
   std::unordered_map<WaiterId, detail::Pipe*> pipeWaiterHomes_;  // GUARDED_BY(mutex_)
   uint64_t pipeBytesMoved_ = 0;

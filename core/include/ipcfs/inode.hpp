@@ -22,6 +22,7 @@ enum class Kind : uint8_t {
   Segment = 18,       // shm/NAME; id = segment id
   Semaphore = 19,     // sem/NAME; id = semaphore id
   Pipe = 20,          // pipes/NAME (a FIFO node or a duplex pipe); id = pipe id
+  PipeDir = 21,       // a plain directory inside pipes/; id = its id
 };
 
 inline constexpr uint64_t kRoot = 1;  // FUSE_ROOT_ID
