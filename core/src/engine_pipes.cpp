@@ -281,16 +281,8 @@ std::optional<WaiterId> Engine::readPipe(Handle& h, size_t size, bool nonblock, 
     reply(fail(EAGAIN));
     return std::nullopt;
   }
-  Waiter w;
-  w.kind = WaitKind::Receive;
-  w.id = nextWaiter_++;
-  w.fh = h.fh;
-  w.size = size;
-  w.onRead = std::move(done);
-  const WaiterId id = w.id;
-  here.readers.push_back(std::move(w));
+  const WaiterId id = parkRead(here.readers, h.fh, size, done);
   pipeWaiterHomes_.emplace(id, &p);
-  ++receiversWaiting_;
   return id;
 }
 
@@ -358,24 +350,14 @@ Result<struct stat> Engine::setattrPipe(uint64_t ino, const AttrChange& change) 
     auto d = pipeDirs_.find(ino::idOf(ino));
     if (d == pipeDirs_.end()) return fail(ENOENT);
     if (change.size) return fail(EISDIR);
-    if (change.mode) d->second->mode = *change.mode & 07777;
-    if (change.uid) d->second->uid = *change.uid;
-    if (change.gid) d->second->gid = *change.gid;
-    if (change.atime) d->second->atime = *change.atime;
-    if (change.mtime) d->second->mtime = *change.mtime;
-    d->second->ctime = now();
+    detail::applyChange(*d->second, change, now());
     return pipeDirStat(*d->second);
   }
   auto it = pipesById_.find(ino::idOf(ino));
   if (it == pipesById_.end()) return fail(ENOENT);
   Pipe& p = *it->second;
   // O_TRUNC on an end and `touch` are accepted: a pipe has no size to change.
-  if (change.mode) p.mode = *change.mode & 07777;
-  if (change.uid) p.uid = *change.uid;
-  if (change.gid) p.gid = *change.gid;
-  if (change.atime) p.atime = *change.atime;
-  if (change.mtime) p.mtime = *change.mtime;
-  p.ctime = now();
+  detail::applyChange(p, change, now());
   return pipeStat(p);
 }
 

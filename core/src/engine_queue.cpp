@@ -44,6 +44,18 @@ WaiterId Engine::parkWaiter(Mailbox& box, std::list<Waiter>& list, Waiter w) {
   return id;
 }
 
+WaiterId Engine::parkRead(std::list<Waiter>& list, uint64_t fh, size_t size, ReadCompletion& done) {
+  Waiter w;
+  w.kind = WaitKind::Receive;
+  w.id = nextWaiter_++;
+  w.fh = fh;
+  w.size = size;
+  w.onRead = std::move(done);
+  list.push_back(std::move(w));
+  ++receiversWaiting_;
+  return list.back().id;
+}
+
 bool Engine::hasRoom(const Mailbox& box) const {
   return box.capacity == kUnlimited || box.queue.size() + box.reserved < box.capacity;
 }

@@ -210,16 +210,8 @@ std::optional<WaiterId> Engine::readShmSem(Handle& h, size_t size, off_t offset,
     reply(fail(EAGAIN));
     return std::nullopt;
   }
-  Waiter w;
-  w.kind = WaitKind::Receive;
-  w.id = nextWaiter_++;
-  w.fh = h.fh;
-  w.size = size;
-  w.onRead = std::move(done);
-  const WaiterId id = w.id;
-  sem.waiters.push_back(std::move(w));
+  const WaiterId id = parkRead(sem.waiters, h.fh, size, done);
   semWaiterHomes_.emplace(id, &sem);
-  ++receiversWaiting_;
   return id;
 }
 
@@ -258,14 +250,7 @@ Result<size_t> Engine::writeShmSem(Handle& h, std::string_view data, off_t offse
 
 Result<struct stat> Engine::setattrShmSem(uint64_t ino, const AttrChange& change) {
   const timespec t = now();
-  auto apply = [&](auto& o) {
-    if (change.mode) o.mode = *change.mode & 07777;
-    if (change.uid) o.uid = *change.uid;
-    if (change.gid) o.gid = *change.gid;
-    if (change.atime) o.atime = *change.atime;
-    if (change.mtime) o.mtime = *change.mtime;
-    o.ctime = t;
-  };
+  auto apply = [&](auto& o) { detail::applyChange(o, change, t); };
   if (ino::kindOf(ino) == ino::Kind::Segment) {
     auto it = segmentsById_.find(ino::idOf(ino));
     if (it == segmentsById_.end()) return fail(ENOENT);

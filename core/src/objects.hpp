@@ -17,6 +17,18 @@
 
 namespace ipcfs::detail {
 
+// chmod, chown and utimes on any object with mode, owner and times (the size, where an
+// object has one, is its own business).
+template <class Object>
+void applyChange(Object& o, const AttrChange& change, const timespec& now) {
+  if (change.mode) o.mode = *change.mode & 07777;
+  if (change.uid) o.uid = *change.uid;
+  if (change.gid) o.gid = *change.gid;
+  if (change.atime) o.atime = *change.atime;
+  if (change.mtime) o.mtime = *change.mtime;
+  o.ctime = now;
+}
+
 enum class MessageState {
   Composing,  // a drop-in file being written: resolves by name, not listed, not receivable
   Queued,     // listed, receivable, peekable

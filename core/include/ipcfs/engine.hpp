@@ -198,6 +198,8 @@ class Engine {
   Status setNodeXattr(uint64_t ino, std::string_view name);
   void destroyMailbox(const MailboxPtr& box, After& after);
   WaiterId parkWaiter(detail::Mailbox& box, std::list<detail::Waiter>& list, detail::Waiter w);
+  // A read waiting on a semaphore or a pipe end: queued on `list`, counted as a receiver.
+  WaiterId parkRead(std::list<detail::Waiter>& list, uint64_t fh, size_t size, ReadCompletion& done);
 
   // shm/ and sem/ (engine_shm_sem.cpp). All REQUIRE: mutex_ held.
   std::optional<Result<struct stat>> statShmSem(uint64_t ino) const;
