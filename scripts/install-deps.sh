@@ -6,8 +6,10 @@ if [ "$(id -u)" -ne 0 ]; then
   exit 1
 fi
 export DEBIAN_FRONTEND=noninteractive
-apt-get update -qq
-apt-get install -y -qq --no-install-recommends \
+# Wait for another apt run (an unattended upgrade, a second checkout) instead of failing.
+apt=(apt-get -o DPkg::Lock::Timeout=300)
+"${apt[@]}" update -qq
+"${apt[@]}" install -y -qq --no-install-recommends \
   build-essential cmake pkg-config \
   libfuse3-dev fuse3 \
   libspdlog-dev libfmt-dev \
