@@ -36,14 +36,14 @@ void opMknod(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, d
     replyEntry(req, *r);
   });
 }
-void opSymlink(fuse_req_t req, const char*, fuse_ino_t, const char*) noexcept { fuse_reply_err(req, EPERM); }
-void opLink(fuse_req_t req, fuse_ino_t, fuse_ino_t, const char*) noexcept { fuse_reply_err(req, EPERM); }
+void opSymlink(fuse_req_t req, const char*, fuse_ino_t, const char*) noexcept { replyErrno(req, EPERM); }
+void opLink(fuse_req_t req, fuse_ino_t, fuse_ino_t, const char*) noexcept { replyErrno(req, EPERM); }
 
 void opOpendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) noexcept {
   guarded(req, "opendir", [&] {
     auto r = fsOf(req).engine.getattr(ino);
     if (!r) return replyError(req, r.error());
-    if (!S_ISDIR(r->st_mode)) return fuse_reply_err(req, ENOTDIR), void();
+    if (!S_ISDIR(r->st_mode)) return replyErrno(req, ENOTDIR);
     fi->fh = 0;
     fuse_reply_open(req, fi);
   });

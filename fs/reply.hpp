@@ -39,7 +39,12 @@ inline double entryTimeoutFor(uint64_t ino) {
   return kind == ino::Kind::Message || kind == ino::Kind::IdLink ? 0.0 : kStableEntryTimeout;
 }
 
-inline void replyError(fuse_req_t req, std::errc e) { fuse_reply_err(req, static_cast<int>(e)); }
+// Every error reply goes through here, so .metrics counts errors by errno.
+inline void replyErrno(fuse_req_t req, int errnum) {
+  fsOf(req).engine.recordError(errnum);
+  fuse_reply_err(req, errnum);
+}
+inline void replyError(fuse_req_t req, std::errc e) { replyErrno(req, static_cast<int>(e)); }
 
 inline void replyEntry(fuse_req_t req, const struct stat& st) {
   fuse_entry_param e{};
@@ -50,7 +55,12 @@ inline void replyEntry(fuse_req_t req, const struct stat& st) {
   fuse_reply_entry(req, &e);
 }
 
-inline void replyStatus(fuse_req_t req, const Status& r) { fuse_reply_err(req, r ? 0 : static_cast<int>(r.error())); }
+inline void replyStatus(fuse_req_t req, const Status& r) {
+  if (r)
+    fuse_reply_err(req, 0);
+  else
+    replyError(req, r.error());
+}
 
 // Runs a handler body; a body ends every path in one fuse_reply_* and throws only before it.
 template <class Body>
@@ -58,13 +68,13 @@ void guarded(fuse_req_t req, const char* op, Body&& body) noexcept {
   try {
     body();
   } catch (const std::bad_alloc&) {
-    fuse_reply_err(req, ENOMEM);
+    replyErrno(req, ENOMEM);
   } catch (const std::exception& ex) {
     spdlog::error("{}: {}", op, ex.what());
-    fuse_reply_err(req, EIO);
+    replyErrno(req, EIO);
   } catch (...) {
     spdlog::error("{}: unknown exception", op);
-    fuse_reply_err(req, EIO);
+    replyErrno(req, EIO);
   }
 }
 

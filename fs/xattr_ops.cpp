@@ -11,7 +11,7 @@ void replyValue(fuse_req_t req, const std::string& value, size_t size) {
   if (size == 0) {
     fuse_reply_xattr(req, value.size());
   } else if (size < value.size()) {
-    fuse_reply_err(req, ERANGE);
+    replyErrno(req, ERANGE);
   } else {
     fuse_reply_buf(req, value.data(), value.size());
   }

@@ -140,9 +140,9 @@ Result<Opened> Engine::open(uint64_t ino, int flags, const Caller& who) {
       return opened;
     }
     case ino::Kind::Fixed:
-      if (ino == ino::kRootStatus) {
+      if (ino == ino::kRootStatus || ino == ino::kRootMetrics) {
         if (!readOnly) return fail(EACCES);
-        opened.fh = addHandle(snapshotHandle(renderRootStatus()));
+        opened.fh = addHandle(snapshotHandle(ino == ino::kRootStatus ? renderRootStatus() : renderMetrics()));
         return opened;
       }
       return fail(EISDIR);
@@ -457,6 +457,7 @@ void Engine::release(uint64_t fh) {
           if (auto n = box.byName.find(msg->name); n != box.byName.end() && n->second == msg) box.byName.erase(n);
           ++msg->redeliveries;
           ++box.redelivered;
+          ++messagesRedelivered_;
           requeueHead(box, msg, after);
           dispatch(box, after);
         }

@@ -66,6 +66,7 @@ Result<struct stat> Engine::lookup(uint64_t parent, std::string_view name) {
     for (const auto& e : kTopLevel)
       if (e.name == name) return statOf(e.ino);
     if (name == ".status") return statOf(ino::kRootStatus);
+    if (name == ".metrics") return statOf(ino::kRootMetrics);
     return fail(ENOENT);
   }
   if (parent == ino::kMailboxes) {

@@ -107,6 +107,7 @@ void Engine::assignSeqAndName(Mailbox& box, detail::Message& msg) {
   msg.atime = msg.mtime = msg.ctime = now();
   box.mtime = box.ctime = msg.mtime;
   ++box.sent;
+  ++messagesSent_;
 }
 
 // The message now belongs to the receiver: not listed, not receivable by others, its name
@@ -177,6 +178,7 @@ void Engine::takeNext(Mailbox& box, Handle& h, pid_t reader, After& after) {
 void Engine::finishTaken(Mailbox& box, const MessagePtr& msg, pid_t reader, After& after) {
   releaseBytes(msg->payload->size());
   ++box.received;
+  ++messagesReceived_;
   settleReceipt(*msg, fmt::format("delivered {} to {}\n", msg->seq, reader), after);
 }
 

@@ -1,5 +1,6 @@
 // Attributes of every node kind and the `.status` texts.
 #include <cerrno>
+#include <cstring>
 #include <fmt/format.h>
 
 #include "clock.hpp"
@@ -67,9 +68,9 @@ Result<struct stat> Engine::statOf(uint64_t ino) const {
   switch (ino::kindOf(ino)) {
     case Kind::Fixed:
       if (ino >= ino::kRoot && ino <= ino::kById) return fixedDirStat(ino);
-      if (ino == ino::kRootStatus) {
+      if (ino == ino::kRootStatus || ino == ino::kRootMetrics) {
         struct stat st = baseStat(ino, S_IFREG | 0444, limits_.ownerUid, limits_.ownerGid);
-        st.st_size = static_cast<off_t>(renderRootStatus().size());
+        st.st_size = static_cast<off_t>((ino == ino::kRootStatus ? renderRootStatus() : renderMetrics()).size());
         const timespec t = now();
         setTimes(st, t, t, t);
         return st;
@@ -147,6 +148,38 @@ std::string Engine::renderRootStatus() const {
       "shm_segments: {}\nsemaphores: {}\ndiscarded: {}\nbytes_held: {}\nmax_bytes: {}\nopen_files: {}\n",
       mailboxesById_.size(), queuedMessages_, queuedBytes_, receiversWaiting_, sendersWaiting_, pipes_.size(), pipeBytesMoved_, segments_.size(), semaphores_.size(), discarded_, bytesUsed_, maxBytes,
       handles_.size() - snapshotHandles_);
+}
+
+// Prometheus text exposition format (version 0.0.4): scrapeable with `cat`.
+std::string Engine::renderMetrics() const {
+  std::string out;
+  auto metric = [&](std::string_view name, std::string_view type, std::string_view help, uint64_t value) {
+    out += fmt::format("# HELP ipcfs_{0} {1}\n# TYPE ipcfs_{0} {2}\nipcfs_{0} {3}\n", name, help, type, value);
+  };
+  metric("messages_sent_total", "counter", "Messages that entered a mailbox.", messagesSent_);
+  metric("messages_received_total", "counter", "Messages read to the end by a receiver.", messagesReceived_);
+  metric("messages_redelivered_total", "counter", "Messages returned to the head of their queue half-read.",
+         messagesRedelivered_);
+  metric("messages_discarded_total", "counter", "Messages removed without being received.", discarded_);
+  metric("messages_queued", "gauge", "Messages queued in all mailboxes.", queuedMessages_);
+  metric("bytes_queued", "gauge", "Payload bytes queued in all mailboxes.", queuedBytes_);
+  metric("bytes_held", "gauge", "Bytes held against max_bytes.", bytesUsed_);
+  metric("pipe_bytes_total", "counter", "Bytes moved through duplex pipes.", pipeBytesMoved_);
+  metric("receivers_waiting", "gauge", "Blocked reads (receives, semaphore waits, pipe reads).", receiversWaiting_);
+  metric("senders_waiting", "gauge", "Blocked sends and pipe writes.", sendersWaiting_);
+  out += "# HELP ipcfs_objects Objects by kind.\n# TYPE ipcfs_objects gauge\n";
+  out += fmt::format("ipcfs_objects{{kind=\"mailbox\"}} {}\n", mailboxesById_.size());
+  out += fmt::format("ipcfs_objects{{kind=\"pipe\"}} {}\n", pipes_.size());
+  out += fmt::format("ipcfs_objects{{kind=\"shm_segment\"}} {}\n", segments_.size());
+  out += fmt::format("ipcfs_objects{{kind=\"semaphore\"}} {}\n", semaphores_.size());
+  out += "# HELP ipcfs_errors_total Errors returned to callers, by errno.\n# TYPE ipcfs_errors_total counter\n";
+  for (size_t e = 1; e < errors_.size(); ++e) {
+    const uint64_t n = errors_[e].load(std::memory_order_relaxed);
+    if (n == 0) continue;
+    const char* name = strerrorname_np(static_cast<int>(e));
+    out += fmt::format("ipcfs_errors_total{{errno=\"{}\"}} {}\n", name ? name : std::to_string(e), n);
+  }
+  return out;
 }
 
 std::string Engine::rootStatus() {

@@ -12,6 +12,8 @@
 
 #include <sys/stat.h>
 
+#include <array>
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <list>
@@ -138,6 +140,11 @@ class Engine {
   // Rendered `.status` of the whole daemon.
   std::string rootStatus();
 
+  // Counts an error the adapter returned, by errno, for `.metrics`. Any thread, no lock.
+  void recordError(int errnum) noexcept {
+    if (errnum > 0 && static_cast<size_t>(errnum) < errors_.size()) errors_[static_cast<size_t>(errnum)]++;
+  }
+
  private:
   using After = std::vector<std::function<void()>>;
   using MailboxPtr = std::shared_ptr<detail::Mailbox>;
@@ -152,6 +159,7 @@ class Engine {
   struct stat messageStat(const detail::Message& msg) const;
   struct stat fixedDirStat(uint64_t ino) const;
   std::string renderRootStatus() const;
+  std::string renderMetrics() const;
   std::string renderMailboxStatus(const detail::Mailbox& box) const;
   uint64_t addHandle(std::unique_ptr<detail::Handle> h);
   Status reserveBytes(uint64_t n);
@@ -279,6 +287,8 @@ class Engine {
   uint64_t receiversWaiting_ = 0;
   uint64_t sendersWaiting_ = 0;
   uint64_t discarded_ = 0;
+  uint64_t messagesSent_ = 0, messagesReceived_ = 0, messagesRedelivered_ = 0;
+  std::array<std::atomic<uint64_t>, 134> errors_{};  // by errno (Linux errnos end at 133)
   bool shutDown_ = false;
 };
 

@@ -33,6 +33,7 @@ inline constexpr uint64_t kShm = 5;
 inline constexpr uint64_t kSem = 6;
 inline constexpr uint64_t kById = 7;
 inline constexpr uint64_t kRootStatus = 8;
+inline constexpr uint64_t kRootMetrics = 9;  // .metrics: Prometheus text format
 
 inline constexpr uint64_t kIdMask = (uint64_t{1} << 56) - 1;
 
