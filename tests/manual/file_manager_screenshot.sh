@@ -12,8 +12,7 @@
 # times show), waits with deadlines until the window is there and its contents have stopped
 # changing, takes the screenshot, checks that no message was taken, and cleans up: it ends
 # only the processes it started and leaves no mount behind.
-# CTest runs it as e2e.file_manager_screenshot and keeps the picture under the build tree,
-# artifacts/file-manager.png (it lives outside tests/e2e because it takes the output path).
+# Not run by CTest (it lives outside tests/e2e on purpose).
 set -euo pipefail
 
 WINDOW_DEADLINE_S=30   # the file manager's window to appear
