@@ -1,5 +1,8 @@
 #include "parked_request.hpp"
 
+#include <spdlog/spdlog.h>
+
+#include <cerrno>
 #include <cstdint>
 
 #include "context.hpp"
@@ -16,6 +19,13 @@ void onInterrupt(fuse_req_t req, void* data) {
 
 }  // namespace
 
+ParkedRequest::~ParkedRequest() {
+  // Not armed: the handler failed before parking, and guarded() has answered.
+  if (!armed_ || answered_) return;
+  spdlog::error("a parked request was dropped unanswered; answering EIO");
+  fuse_reply_err(req_, EIO);
+}
+
 void ParkedRequest::complete(Reply reply) {
   {
     std::lock_guard lock(mutex_);
@@ -23,6 +33,7 @@ void ParkedRequest::complete(Reply reply) {
       early_ = std::move(reply);
       return;
     }
+    answered_ = true;
   }
   reply(req_);
 }
@@ -34,6 +45,7 @@ void ParkedRequest::arm(std::optional<WaiterId> waiter) {
     std::lock_guard lock(mutex_);
     armed_ = true;
     early.swap(early_);
+    answered_ = static_cast<bool>(early);
   }
   if (early) early(req_);
 }

@@ -22,6 +22,11 @@ class ParkedRequest {
   using Reply = std::function<void(fuse_req_t)>;
 
   explicit ParkedRequest(fuse_req_t req) : req_(req) {}
+  // A completion the engine dropped without running would leave the client blocked for
+  // ever and leak the request: answer it with EIO and say so.
+  ~ParkedRequest();
+  ParkedRequest(const ParkedRequest&) = delete;
+  ParkedRequest& operator=(const ParkedRequest&) = delete;
 
   // Builds the engine completion: turns the result into a reply sent by complete().
   template <class T, class Replier>
@@ -39,8 +44,9 @@ class ParkedRequest {
 
  private:
   fuse_req_t req_;
-  std::mutex mutex_;  // leaf lock; guards the two members below
+  std::mutex mutex_;  // leaf lock; guards the three members below
   bool armed_ = false;
+  bool answered_ = false;
   Reply early_;
 };
 
