@@ -17,4 +17,5 @@ apt=(apt-get -o DPkg::Lock::Timeout=300)
   python3 python3-pytest python3-pytest-timeout nodejs \
   attr procps psmisc util-linux coreutils bash stress-ng \
   file mc tmux libglib2.0-bin \
+  pcmanfm xvfb x11-utils imagemagick \
   redis-server libhiredis-dev >/dev/null
