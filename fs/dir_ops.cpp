@@ -20,12 +20,17 @@ void opRmdir(fuse_req_t req, fuse_ino_t parent, const char* name) noexcept {
 }
 
 void opUnlink(fuse_req_t req, fuse_ino_t parent, const char* name) noexcept {
-  guarded(req, "unlink", [&] { replyStatus(req, fsOf(req).engine.unlink(parent, name)); });
+  guarded(req, "unlink", [&] {
+    replyStatus(req, fsOf(req).engine.unlink(parent, name, callerOf(req, ino::dependsOnCaller(parent))));
+  });
 }
 
 void opRename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_ino_t newparent, const char* newname,
               unsigned int flags) noexcept {
-  guarded(req, "rename", [&] { replyStatus(req, fsOf(req).engine.rename(parent, name, newparent, newname, flags)); });
+  guarded(req, "rename", [&] {
+    const bool withPid = ino::dependsOnCaller(parent) || ino::dependsOnCaller(newparent);
+    replyStatus(req, fsOf(req).engine.rename(parent, name, newparent, newname, flags, callerOf(req, withPid)));
+  });
 }
 
 // mkfifo in pipes/; devices, hard links and symlinks are not made by users.
@@ -62,7 +67,7 @@ void opReaddir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file
       if (need > size - used) return false;
       used += need;
       return true;
-    });
+    }, callerOf(req, ino::dependsOnCaller(ino)));
     if (!r) return replyError(req, r.error());
     fuse_reply_buf(req, buf.data(), used);
   });

@@ -10,10 +10,12 @@
 #include <cstring>
 #include <sys/stat.h>
 #include <memory>
+#include <optional>
 
 #include "context.hpp"
 #include "logging.hpp"
 #include "options.hpp"
+#include "process_reaper.hpp"
 
 #ifndef IPCFS_VERSION
 #define IPCFS_VERSION "0.0.0"
@@ -91,6 +93,9 @@ int main(int argc, char** argv) {
   setupLogging(foreground, opts.logLevel);
   filesystem->log = spdlog::get("fs");
   spdlog::info("mounted on {} (pid {})", mountpoint.get(), getpid());
+  // Started after fuse_daemonize: a fork keeps only the forking thread.
+  std::optional<ProcessReaper> reaper;
+  reaper.emplace(filesystem->engine);
 
   int ret = 0;
   if (cmd.singlethread) {
@@ -108,6 +113,7 @@ int main(int argc, char** argv) {
   const bool clean = ret == 0 || ret == SIGTERM || ret == SIGINT || ret == SIGHUP || ret == -ENODEV;
   if (!clean) spdlog::error("session ended with error {}", ret);
 
+  reaper.reset();
   filesystem->engine.shutdown();  // answers parked reads before the channel goes away
   fuse_session_unmount(se);
   fuse_remove_signal_handlers(se);

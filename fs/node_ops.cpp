@@ -1,13 +1,14 @@
 // Names and attributes: lookup, getattr, setattr, readlink, forget.
 #include "node_ops.hpp"
 
+#include "caller.hpp"
 #include "reply.hpp"
 
 namespace ipcfs::fs {
 
 void opLookup(fuse_req_t req, fuse_ino_t parent, const char* name) noexcept {
   guarded(req, "lookup", [&] {
-    auto r = fsOf(req).engine.lookup(parent, name);
+    auto r = fsOf(req).engine.lookup(parent, name, callerOf(req, ino::dependsOnCaller(parent)));
     if (!r) return replyError(req, r.error());
     replyEntry(req, *r);
   });
@@ -54,7 +55,7 @@ void opSetattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set, fu
 
 void opReadlink(fuse_req_t req, fuse_ino_t ino) noexcept {
   guarded(req, "readlink", [&] {
-    auto r = fsOf(req).engine.readlink(ino);
+    auto r = fsOf(req).engine.readlink(ino, callerOf(req, ino::dependsOnCaller(ino)));
     if (!r) return replyError(req, r.error());
     fuse_reply_readlink(req, r->c_str());
   });

@@ -34,9 +34,13 @@ inline double attrTimeoutFor(uint64_t ino) {
   return kind >= ino::Kind::Mailbox && kind <= ino::Kind::ReceiveFrames ? kMailboxAttrTimeout : 0.0;
 }
 
+// procs/PID names a process instance that may exit and whose pid may be reused, and
+// procs/PID/from/Q exists only while Q lives or has messages there: looked up every time.
 inline double entryTimeoutFor(uint64_t ino) {
   const auto kind = ino::kindOf(ino);
-  return kind == ino::Kind::Message || kind == ino::Kind::IdLink ? 0.0 : kStableEntryTimeout;
+  const bool changesBehindOurBack = kind == ino::Kind::Message || kind == ino::Kind::IdLink ||
+                                    kind == ino::Kind::Inbox || kind == ino::Kind::From;
+  return changesBehindOurBack ? 0.0 : kStableEntryTimeout;
 }
 
 // Every error reply goes through here, so .metrics counts errors by errno.

@@ -93,6 +93,7 @@ Status Engine::checkPolicy(Mailbox& box, pid_t pid, bool receiving) {
 }
 
 Result<Opened> Engine::open(uint64_t ino, int flags, const Caller& who) {
+  if (ino == ino::kRootStatus) reapExited();  // counts what exited processes left behind
   std::lock_guard lock(mutex_);
   const int access = flags & O_ACCMODE;
   const bool readOnly = access == O_RDONLY;
@@ -114,6 +115,7 @@ Result<Opened> Engine::open(uint64_t ino, int flags, const Caller& who) {
       if (kind == ino::Kind::SendFrames || kind == ino::Kind::ReceiveFrames) batch = detail::Batch::Frames;
       if (kind == ino::Kind::SendLines || kind == ino::Kind::SendFrames) kind = ino::Kind::Send;
       if (kind == ino::Kind::ReceiveLines || kind == ino::Kind::ReceiveFrames) kind = ino::Kind::Receive;
+      if (auto ok = checkInboxAccess(*box, who, kind == ino::Kind::Send); !ok) return fail(ok.error());
       if (kind == ino::Kind::Send) {
         if (readOnly) return fail(EACCES);  // .send is for writing
         if (auto ok = checkPolicy(*box, who.pid, false); !ok) return fail(ok.error());
@@ -167,7 +169,25 @@ Result<Opened> Engine::open(uint64_t ino, int flags, const Caller& who) {
       return openShmSem(ino, flags);
     case ino::Kind::Pipe:
       return openPipe(ino, flags);
+    case ino::Kind::From: {
+      // procs/P/from/Q: .receive restricted to what Q (or its descendants) sent.
+      auto box = mailboxById(ino::inboxOfFrom(ino::idOf(ino)));
+      if (!box || box->owner == 0) return fail(ENOENT);
+      if (auto ok = checkInboxAccess(*box, who, false); !ok) return fail(ok.error());
+      if (!readOnly) return fail(EACCES);
+      if (auto ok = checkPolicy(*box, who.pid, true); !ok) return fail(ok.error());
+      auto h = makeHandle(HandleKind::Receiver, box);
+      h->from = static_cast<pid_t>(ino::pidOfFrom(ino::idOf(ino)));
+      h->nonblock = nonblock;
+      h->openerPid = who.pid;
+      ++box->receiverOpens[who.pid];
+      opened.fh = addHandle(std::move(h));
+      opened.nonseekable = true;
+      return opened;
+    }
     case ino::Kind::Mailbox:
+    case ino::Kind::Inbox:
+    case ino::Kind::FromDir:
       return fail(EISDIR);
     default:
       return fail(EINVAL);
@@ -212,6 +232,8 @@ Result<std::pair<struct stat, Opened>> Engine::create(uint64_t parent, std::stri
   auto box = mailboxByIno(parent);
   if (!box) return fail(statOf(parent) ? EPERM : ENOENT);
   if (auto ok = validateName(name); !ok) return fail(ok.error());
+  if (auto ok = checkInboxAccess(*box, who, true); !ok) return fail(ok.error());
+  if (box->owner != 0 && name == "from") return fail(EEXIST);
   if (box->byName.contains(std::string(name))) return fail((flags & O_EXCL) ? EEXIST : EACCES);
   if (box->capacity == 0 || (box->senders.empty() && hasRoom(*box))) return createNow(*box, name, flags, who, box->capacity != 0);
   if (flags & O_NONBLOCK) return fail(EAGAIN);
@@ -254,8 +276,8 @@ std::optional<WaiterId> Engine::read(uint64_t fh, size_t size, off_t offset, boo
         after.push_back([d = std::move(done)] { d(Bytes::empty()); });
       }
       done = nullptr;
-    } else if (h->batch != detail::Batch::None && !h->box->removed && !shutDown_ && h->box->receivers.empty() &&
-               canTake(*h->box)) {
+    } else if (h->batch != detail::Batch::None && !h->box->removed && !shutDown_ && canTake(*h->box)) {
+      // (dispatch() leaves no parked receiver that could take: nobody is overtaken)
       result = takeBatch(*h->box, *h, size, reader, after);
       dispatch(*h->box, after);  // taking made room for blocked senders
     } else if (h->current) {
@@ -267,7 +289,7 @@ std::optional<WaiterId> Engine::read(uint64_t fh, size_t size, off_t offset, boo
       result = fail(ESHUTDOWN);
     } else if (h->box->removed) {
       result = fail(EIDRM);
-    } else if (h->box->receivers.empty() && canTake(*h->box)) {
+    } else if (canTake(*h->box, h->from)) {
       takeNext(*h->box, *h, reader, after);
       result = takeChunk(*h, size, reader, after);
       dispatch(*h->box, after);  // taking made room for blocked senders
@@ -493,7 +515,7 @@ Result<unsigned> Engine::poll(uint64_t fh, PollNotify notify) {
   }
   if (h->kind != HandleKind::Receiver) return kIn | kOut;
   Mailbox& box = *h->box;
-  const bool readable = h->current || h->atEnd || canTake(box) || box.removed || shutDown_;
+  const bool readable = h->current || h->atEnd || canTake(box, h->from) || box.removed || shutDown_;
   if (notify) box.pollers[fh] = std::move(notify);
   return readable ? kIn : 0u;
 }
@@ -552,12 +574,14 @@ void Engine::shutdown() {
   {
     std::lock_guard lock(mutex_);
     shutDown_ = true;
-    for (auto& [id, box] : mailboxesById_) {
-      for (auto* list : {&box->receivers, &box->senders, &box->receipts}) {
-        for (auto& w : *list) after.push_back(failWaiter(w, ESHUTDOWN));
-        list->clear();
+    for (auto* boxes : {&mailboxesById_, &inboxesById_}) {
+      for (auto& [id, box] : *boxes) {
+        for (auto* list : {&box->receivers, &box->senders, &box->receipts}) {
+          for (auto& w : *list) after.push_back(failWaiter(w, ESHUTDOWN));
+          list->clear();
+        }
+        box->pollers.clear();
       }
-      box->pollers.clear();
     }
     shutdownShmSem(after);
     shutdownPipes(after);

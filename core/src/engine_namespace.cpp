@@ -51,17 +51,24 @@ std::optional<uint64_t> parseId(std::string_view s) {
 
 }  // namespace
 
+// Mailboxes and inboxes share one id space.
 Engine::MailboxPtr Engine::mailboxById(uint64_t id) const {
-  auto it = mailboxesById_.find(id);
-  return it == mailboxesById_.end() ? nullptr : it->second;
+  if (auto it = mailboxesById_.find(id); it != mailboxesById_.end()) return it->second;
+  auto it = inboxesById_.find(id);
+  return it == inboxesById_.end() ? nullptr : it->second;
 }
 
 Engine::MailboxPtr Engine::mailboxByIno(uint64_t ino) const {
-  return ino::kindOf(ino) == ino::Kind::Mailbox ? mailboxById(ino::idOf(ino)) : nullptr;
+  const auto kind = ino::kindOf(ino);
+  return kind == ino::Kind::Mailbox || kind == ino::Kind::Inbox ? mailboxById(ino::idOf(ino)) : nullptr;
 }
 
-Result<struct stat> Engine::lookup(uint64_t parent, std::string_view name) {
+Result<struct stat> Engine::lookup(uint64_t parent, std::string_view name, const Caller& who) {
+  After after;
+  Result<struct stat> result = [&]() -> Result<struct stat> {
   std::lock_guard lock(mutex_);
+  if (parent == ino::kProcs) return lookupProcs(name, who, after);
+  if (ino::kindOf(parent) == ino::Kind::FromDir) return lookupFrom(ino::idOf(parent), name, who);
   if (parent == ino::kRoot) {
     for (const auto& e : kTopLevel)
       if (e.name == name) return statOf(e.ino);
@@ -84,6 +91,8 @@ Result<struct stat> Engine::lookup(uint64_t parent, std::string_view name) {
   if (auto box = mailboxByIno(parent)) {
     for (const auto& c : kControlNodes)
       if (c.name == name) return statOf(ino::make(c.kind, box->id));
+    if (box->owner != 0 && name == "from") return statOf(ino::make(ino::Kind::FromDir, box->id));
+    if (auto ok = checkInboxAccess(*box, who, false); !ok) return fail(ok.error());
     auto it = box->byName.find(std::string(name));
     if (it == box->byName.end() || it->second->state == MessageState::InFlight) return fail(ENOENT);
     return messageStat(*it->second);
@@ -91,6 +100,9 @@ Result<struct stat> Engine::lookup(uint64_t parent, std::string_view name) {
   auto parentStat = statOf(parent);
   if (!parentStat) return fail(ENOENT);
   return fail(S_ISDIR(parentStat->st_mode) ? ENOENT : ENOTDIR);
+  }();
+  run(after);
+  return result;
 }
 
 Result<struct stat> Engine::getattr(uint64_t ino) {
@@ -154,19 +166,32 @@ Result<struct stat> Engine::setattr(uint64_t ino, const AttrChange& change) {
   }
 }
 
-Result<std::string> Engine::readlink(uint64_t ino) {
+Result<std::string> Engine::readlink(uint64_t ino, const Caller& who) {
   std::lock_guard lock(mutex_);
+  if (ino == ino::kProcsSelf) {
+    if (who.pid <= 0) return fail(ENOENT);
+    return std::to_string(who.pid);
+  }
   if (ino::kindOf(ino) != ino::Kind::IdLink) return fail(EINVAL);
   auto box = mailboxById(ino::idOf(ino));
   if (!box) return fail(ENOENT);
   return "../mailboxes/" + box->name;
 }
 
-Status Engine::readdir(uint64_t ino, uint64_t offset, const std::function<bool(const DirEntry&)>& add) {
+Status Engine::readdir(uint64_t ino, uint64_t offset, const std::function<bool(const DirEntry&)>& add,
+                       const Caller& who) {
+  if (ino == ino::kProcs && offset == 0) reapExited();  // list only live processes
   std::lock_guard lock(mutex_);
   auto self = statOf(ino);
   if (!self) return fail(self.error());
   if (!S_ISDIR(self->st_mode)) return fail(ENOTDIR);
+  if (auto box = mailboxByIno(ino)) {
+    if (auto ok = checkInboxAccess(*box, who, false); !ok) return fail(ok.error());
+  }
+  if (ino::kindOf(ino) == ino::Kind::FromDir) {
+    auto box = mailboxById(ino::idOf(ino));
+    if (auto ok = checkInboxAccess(*box, who, false); !ok) return fail(ok.error());
+  }
 
   if (offset < 1 && !add({".", *self, 1})) return {};
   if (offset < 2) {
@@ -200,7 +225,8 @@ Status Engine::readdir(uint64_t ino, uint64_t offset, const std::function<bool(c
   }
   if (ino == ino::kShm || ino == ino::kSem) readdirShmSem(ino, from, add);
   if (isPipesDir(ino)) readdirPipes(ino, from, add);
-  return {};  // procs/: empty until direct communication exists
+  if (ino == ino::kProcs) readdirProcs(from, add);
+  return {};  // from/ lists nothing: its entries are the senders one names
 }
 
 Result<struct stat> Engine::mkdir(uint64_t parent, std::string_view name, mode_t mode, const Caller& who) {
@@ -265,11 +291,17 @@ void Engine::destroyMailbox(const MailboxPtr& box, After& after) {
     list->clear();
   }
   wakePollers(*box, after);
-  mailboxesByName_.erase(box->name);
-  mailboxesById_.erase(box->id);
+  if (box->owner != 0) {
+    inboxesById_.erase(box->id);
+    if (auto it = inboxesByPid_.find(box->owner); it != inboxesByPid_.end() && it->second == box)
+      inboxesByPid_.erase(it);
+  } else {
+    mailboxesByName_.erase(box->name);
+    mailboxesById_.erase(box->id);
+  }
 }
 
-Status Engine::unlink(uint64_t parent, std::string_view name) {
+Status Engine::unlink(uint64_t parent, std::string_view name, const Caller& who) {
   After after;
   Status result = [&]() -> Status {
   std::lock_guard lock(mutex_);
@@ -278,12 +310,13 @@ Status Engine::unlink(uint64_t parent, std::string_view name) {
   auto box = mailboxByIno(parent);
   if (!box) {
     if (parent == ino::kMailboxes) return fail(mailboxesByName_.contains(name) ? EISDIR : ENOENT);
-    if (parent == ino::kRoot) return fail(EPERM);
-    if (!statOf(parent)) return fail(ENOENT);
+    if (parent == ino::kRoot || parent == ino::kProcs) return fail(EPERM);
     return fail(ENOENT);
   }
   for (const auto& c : kControlNodes)
     if (c.name == name) return fail(EPERM);
+  if (box->owner != 0 && name == "from") return fail(EPERM);
+  if (auto ok = checkInboxAccess(*box, who, false); !ok) return fail(ok.error());
   auto it = box->byName.find(std::string(name));
   if (it == box->byName.end() || it->second->state == MessageState::InFlight) return fail(ENOENT);
   MessagePtr msg = it->second;
@@ -314,7 +347,7 @@ Status Engine::unlink(uint64_t parent, std::string_view name) {
 }
 
 Status Engine::rename(uint64_t parent, std::string_view name, uint64_t newParent, std::string_view newName,
-                      unsigned flags) {
+                      unsigned flags, const Caller& who) {
   if (flags & ~static_cast<unsigned>(RENAME_NOREPLACE)) return fail(EINVAL);
   After after;
   {
@@ -343,6 +376,10 @@ Status Engine::rename(uint64_t parent, std::string_view name, uint64_t newParent
     if (!from || !to) return fail(EPERM);
     for (const auto& c : kControlNodes)
       if (c.name == name) return fail(EPERM);
+    if ((from->owner != 0 && name == "from") || (to->owner != 0 && newName == "from")) return fail(EPERM);
+    // Out of an inbox is a receive; into one, a send.
+    if (auto ok = checkInboxAccess(*from, who, false); !ok) return fail(ok.error());
+    if (auto ok = checkInboxAccess(*to, who, true); !ok) return fail(ok.error());
     auto it = from->byName.find(std::string(name));
     if (it == from->byName.end() || it->second->state == MessageState::InFlight) return fail(ENOENT);
     MessagePtr msg = it->second;
@@ -358,6 +395,7 @@ Status Engine::rename(uint64_t parent, std::string_view name, uint64_t newParent
       // Forward: leave the source queue, join the tail of the target's, same message.
       unqueue(*from, msg);
       msg->name = std::string(newName);
+      if (to->owner != 0) recordLineage(*msg);
       enqueueTail(*to, msg, after);
       settleReceipt(*msg, fmt::format("forwarded {} to {}\n", msg->seq, to->name), after);
       dispatch(*from, after);  // room for blocked senders

@@ -1,6 +1,7 @@
 // Queues and flow control: delivering into a mailbox (waiting for room, or at capacity 0
 // for a receiver), taking, redelivering, receipts, and handing messages to parked
 // receivers and parked senders the moment they can proceed.
+#include <algorithm>
 #include <cerrno>
 
 #include <fmt/format.h>
@@ -106,6 +107,7 @@ void Engine::assignSeqAndName(Mailbox& box, detail::Message& msg) {
   }
   msg.atime = msg.mtime = msg.ctime = now();
   box.mtime = box.ctime = msg.mtime;
+  if (box.owner != 0) recordLineage(msg);
   ++box.sent;
   ++messagesSent_;
 }
@@ -120,57 +122,77 @@ void Engine::takeInto(Mailbox& box, const MessagePtr& msg, Handle& h) {
   h.atEnd = false;
 }
 
+namespace {
+
+// The message a blocked sender would hand over next.
+const std::shared_ptr<detail::Message>& offeredBy(const Waiter& w) { return w.kind == WaitKind::SendBatch ? w.batch.front() : w.msg; }
+
+}  // namespace
+
 // A message is there for a receiver: queued, or held by a blocked sender (rendezvous).
-bool Engine::canTake(const Mailbox& box) const {
-  if (!box.queue.empty()) return true;
-  return !box.senders.empty();
+// With `from`, only one sent by that process or its descendants counts (procs/P/from/Q):
+// found by a scan, as inboxes hold few messages and from/ is their only filtered reader.
+bool Engine::canTake(const Mailbox& box, pid_t from) const {
+  if (from == 0) return !box.queue.empty() || !box.senders.empty();
+  for (const auto& [order, msg] : box.queue)
+    if (detail::sentBy(*msg, from)) return true;
+  for (const auto& w : box.senders)
+    if (detail::sentBy(*offeredBy(w), from)) return true;
+  return false;
 }
 
 // The message a receiver would get next. REQUIRES: canTake(box).
 const Engine::MessagePtr& Engine::peekNext(const Mailbox& box) const {
   if (!box.queue.empty()) return box.queue.begin()->second;
-  const Waiter& w = box.senders.front();
-  return w.kind == WaitKind::SendBatch ? w.batch.front() : w.msg;
+  return offeredBy(box.senders.front());
 }
 
-// Takes the next message out of the mailbox: the queue's head, or straight from the
-// longest-blocked sender (sender and receiver meet). Its name is no longer taken.
-// REQUIRES: canTake(box).
-Engine::MessagePtr Engine::popNext(Mailbox& box, After& after) {
-  if (!box.queue.empty()) {
-    MessagePtr msg = box.queue.begin()->second;
+// Takes the next message out of the mailbox (the next one `from` sent, with `from`): from
+// the queue, or straight from a blocked sender (sender and receiver meet). Its name is no
+// longer taken. REQUIRES: canTake(box, from).
+Engine::MessagePtr Engine::popNext(Mailbox& box, After& after, pid_t from) {
+  for (const auto& [order, queued] : box.queue) {
+    if (!detail::sentBy(*queued, from)) continue;
+    MessagePtr msg = queued;
     unqueue(box, msg);
     return msg;
   }
-  Waiter& front = box.senders.front();
-  if (front.kind == WaitKind::SendBatch) {
-    MessagePtr msg = front.batch.front();
-    front.batch.pop_front();
+  auto sender = box.senders.begin();
+  while (!detail::sentBy(*offeredBy(*sender), from)) ++sender;
+  return takeFromSender(box, sender, after);
+}
+
+// The message a blocked sender offers goes straight to a receiver; the sender is done
+// once its last message went.
+Engine::MessagePtr Engine::takeFromSender(Mailbox& box, std::list<Waiter>::iterator sender, After& after) {
+  if (sender->kind == WaitKind::SendBatch) {
+    MessagePtr msg = sender->batch.front();
+    sender->batch.pop_front();
     assignSeqAndName(box, *msg);
-    ++front.batchEntered;
-    if (front.batch.empty()) {
-      Waiter w = std::move(front);
-      box.senders.pop_front();
+    ++sender->batchEntered;
+    if (sender->batch.empty()) {
+      Waiter w = std::move(*sender);
+      box.senders.erase(sender);
       waiterHomes_.erase(w.id);
       --sendersWaiting_;
-      if (Handle* sender = handle(w.fh)) sender->draft = std::move(w.leftover);
+      if (Handle* h = handle(w.fh)) h->draft = std::move(w.leftover);
       after.push_back([done = std::move(w.onWrite), n = w.batchTotal] { done(n); });
     }
     return msg;
   }
-  Waiter w = std::move(front);
-  box.senders.pop_front();
+  Waiter w = std::move(*sender);
+  box.senders.erase(sender);
   waiterHomes_.erase(w.id);
   --sendersWaiting_;
   assignSeqAndName(box, *w.msg);
-  if (Handle* sender = handle(w.fh)) sent(*sender, w.msg, w.onStatus, w.onRead, w.size, after, w.id);
+  if (Handle* h = handle(w.fh)) sent(*h, w.msg, w.onStatus, w.onRead, w.size, after, w.id);
   return w.msg;
 }
 
-// REQUIRES: canTake(box).
+// REQUIRES: canTake(box, h.from).
 void Engine::takeNext(Mailbox& box, Handle& h, pid_t reader, After& after) {
   (void)reader;
-  takeInto(box, popNext(box, after), h);
+  takeInto(box, popNext(box, after, h.from), h);
 }
 
 // A message read to the end (or taken whole by a batch read) is gone; its sender may
@@ -291,12 +313,17 @@ void Engine::admitSenders(Mailbox& box, After& after) {
 }
 
 // Hands messages to parked receivers, longest-waiting first, letting blocked senders in
-// as room appears.
+// as room appears. A receiver of procs/P/from/Q is passed over while nothing from Q is
+// there. Afterwards no parked receiver could take anything: readers that come later may
+// take what is there without queueing behind them.
 void Engine::dispatch(Mailbox& box, After& after) {
   admitSenders(box, after);
   while (!box.receivers.empty() && canTake(box)) {
-    Waiter w = std::move(box.receivers.front());
-    box.receivers.pop_front();
+    auto next = std::find_if(box.receivers.begin(), box.receivers.end(),
+                             [&](const Waiter& r) { return canTake(box, handle(r.fh)->from); });
+    if (next == box.receivers.end()) break;
+    Waiter w = std::move(*next);
+    box.receivers.erase(next);
     waiterHomes_.erase(w.id);
     --receiversWaiting_;
     Handle* h = handle(w.fh);

@@ -46,7 +46,8 @@ struct stat Engine::fixedDirStat(uint64_t ino) const {
 }
 
 struct stat Engine::mailboxStat(const Mailbox& box) const {
-  struct stat st = baseStat(ino::make(ino::Kind::Mailbox, box.id), S_IFDIR | box.mode, box.uid, box.gid);
+  const auto kind = box.owner != 0 ? ino::Kind::Inbox : ino::Kind::Mailbox;
+  struct stat st = baseStat(ino::make(kind, box.id), S_IFDIR | box.mode, box.uid, box.gid);
   setTimes(st, box.atime, box.mtime, box.ctime);
   return st;
 }
@@ -64,6 +65,7 @@ Result<struct stat> Engine::statOf(uint64_t ino) const {
   using ino::Kind;
   if (auto st = statShmSem(ino)) return *st;
   if (auto st = statPipe(ino)) return *st;
+  if (auto st = statProcs(ino)) return *st;
   const uint64_t id = ino::idOf(ino);
   switch (ino::kindOf(ino)) {
     case Kind::Fixed:
@@ -76,8 +78,9 @@ Result<struct stat> Engine::statOf(uint64_t ino) const {
         return st;
       }
       return fail(ENOENT);
-    case Kind::Mailbox: {
-      auto box = mailboxById(id);
+    case Kind::Mailbox:
+    case Kind::Inbox: {
+      auto box = mailboxByIno(ino);
       if (!box) return fail(ENOENT);
       return mailboxStat(*box);
     }
@@ -145,9 +148,11 @@ std::string Engine::renderRootStatus() const {
   const std::string maxBytes = limits_.maxBytes == kUnlimited ? "unlimited" : std::to_string(limits_.maxBytes);
   return fmt::format(
       "mailboxes: {}\nmessages: {}\nbytes: {}\nreceivers_waiting: {}\nsenders_waiting: {}\npipes: {}\npipe_bytes: {}\n"
-      "shm_segments: {}\nsemaphores: {}\ndiscarded: {}\nbytes_held: {}\nmax_bytes: {}\nopen_files: {}\n",
-      mailboxesById_.size(), queuedMessages_, queuedBytes_, receiversWaiting_, sendersWaiting_, pipes_.size(), pipeBytesMoved_, segments_.size(), semaphores_.size(), discarded_, bytesUsed_, maxBytes,
-      handles_.size() - snapshotHandles_);
+      "shm_segments: {}\nsemaphores: {}\ninboxes: {}\ndiscarded: {}\ninbox_discarded: {}\nbytes_held: {}\n"
+      "max_bytes: {}\nopen_files: {}\n",
+      mailboxesById_.size(), queuedMessages_, queuedBytes_, receiversWaiting_, sendersWaiting_, pipes_.size(),
+      pipeBytesMoved_, segments_.size(), semaphores_.size(), inboxesById_.size(), discarded_, inboxDiscarded_,
+      bytesUsed_, maxBytes, handles_.size() - snapshotHandles_);
 }
 
 // Prometheus text exposition format (version 0.0.4): scrapeable with `cat`.
@@ -169,6 +174,7 @@ std::string Engine::renderMetrics() const {
   metric("senders_waiting", "gauge", "Blocked sends and pipe writes.", sendersWaiting_);
   out += "# HELP ipcfs_objects Objects by kind.\n# TYPE ipcfs_objects gauge\n";
   out += fmt::format("ipcfs_objects{{kind=\"mailbox\"}} {}\n", mailboxesById_.size());
+  out += fmt::format("ipcfs_objects{{kind=\"inbox\"}} {}\n", inboxesById_.size());
   out += fmt::format("ipcfs_objects{{kind=\"pipe\"}} {}\n", pipes_.size());
   out += fmt::format("ipcfs_objects{{kind=\"shm_segment\"}} {}\n", segments_.size());
   out += fmt::format("ipcfs_objects{{kind=\"semaphore\"}} {}\n", semaphores_.size());
@@ -183,6 +189,7 @@ std::string Engine::renderMetrics() const {
 }
 
 std::string Engine::rootStatus() {
+  reapExited();
   std::lock_guard lock(mutex_);
   return renderRootStatus();
 }

@@ -49,6 +49,9 @@ struct Message {
   uint32_t redeliveries = 0;
   int64_t order = 0;  // key in Mailbox::queue while Queued
   uint64_t senderFh = 0;  // the .send file that sent it, for its receipt (0: none)
+  // Inboxes only: the sender and its ancestors when it was sent (procs/P/from/Q matches Q
+  // anywhere in it).
+  std::shared_ptr<const std::vector<pid_t>> lineage;
   bool holdsPlace = false;  // a drop-in being written that took a place (Mailbox::reserved)
 };
 
@@ -127,7 +130,20 @@ struct Mailbox {
   std::map<uint64_t, PollNotify> pollers;  // by handle
 
   uint64_t sent = 0, received = 0, redelivered = 0;
+
+  // An inbox (procs/PID): the process instance it belongs to. 0 for a mailbox.
+  pid_t owner = 0;
+  uint64_t ownerStart = 0;
 };
+
+// Whether `msg` was sent by `from` or one of its descendants (0 matches every message).
+inline bool sentBy(const Message& msg, pid_t from) {
+  if (from == 0 || msg.senderPid == from) return true;
+  if (!msg.lineage) return false;
+  for (pid_t p : *msg.lineage)
+    if (p == from) return true;
+  return false;
+}
 
 // A shared-memory segment: a regular file whose page cache is the shared memory. The
 // daemon holds the bytes the kernel writes back and serves them to new mappers.
@@ -219,6 +235,7 @@ struct Handle {
   size_t offset = 0;
   bool atEnd = false;  // the last byte was read; the next read returns 0
   std::optional<WaiterId> parked;
+  pid_t from = 0;  // procs/P/from/Q: takes only messages sent by Q or its descendants
   // Sender (receipts): the last message sent and what became of it.
   uint64_t lastSentUid = 0;
   std::optional<std::string> receipt;  // set when its fate is known; returned once

@@ -84,18 +84,20 @@ class Engine {
   Engine(const Engine&) = delete;
   Engine& operator=(const Engine&) = delete;
 
-  // Namespace.
-  Result<struct stat> lookup(uint64_t parent, std::string_view name);
+  // Namespace. `who` matters only in procs/ (inboxes are private to their process and
+  // its descendants); the default caller is root, for tests and the daemon itself.
+  Result<struct stat> lookup(uint64_t parent, std::string_view name, const Caller& who = {});
   Result<struct stat> getattr(uint64_t ino);
   Result<struct stat> setattr(uint64_t ino, const AttrChange& change);
-  Result<std::string> readlink(uint64_t ino);
+  Result<std::string> readlink(uint64_t ino, const Caller& who = {});
   // Calls `add` for entries from `offset` on (0 = start) until it returns false.
-  Status readdir(uint64_t ino, uint64_t offset, const std::function<bool(const DirEntry&)>& add);
+  Status readdir(uint64_t ino, uint64_t offset, const std::function<bool(const DirEntry&)>& add,
+                 const Caller& who = {});
   Result<struct stat> mkdir(uint64_t parent, std::string_view name, mode_t mode, const Caller& who);
   Status rmdir(uint64_t parent, std::string_view name);
-  Status unlink(uint64_t parent, std::string_view name);
+  Status unlink(uint64_t parent, std::string_view name, const Caller& who = {});
   Status rename(uint64_t parent, std::string_view name, uint64_t newParent, std::string_view newName,
-                unsigned flags);
+                unsigned flags, const Caller& who = {});
 
   // Extended attributes (user.ipc.*).
   Result<std::string> getxattr(uint64_t ino, std::string_view name);
@@ -136,6 +138,10 @@ class Engine {
   void cancel(WaiterId id);
   // Completes every waiter with ESHUTDOWN and drops every poll notification.
   void shutdown();
+  // Retires the inboxes of processes that exited: queued messages discarded (counted),
+  // waiters answered with EIDRM. The adapter calls it periodically; procs/ listings and
+  // the root .status call it too.
+  void reapExited();
 
   // Rendered `.status` of the whole daemon.
   std::string rootStatus();
@@ -169,10 +175,12 @@ class Engine {
   void enqueueAt(detail::Mailbox& box, const MessagePtr& msg, int64_t order, After& after);
   void unqueue(detail::Mailbox& box, const MessagePtr& msg);
   void takeInto(detail::Mailbox& box, const MessagePtr& msg, detail::Handle& h);
-  bool canTake(const detail::Mailbox& box) const;
+  // `from`: only messages sent by that process or its descendants (0: any).
+  bool canTake(const detail::Mailbox& box, pid_t from = 0) const;
   void takeNext(detail::Mailbox& box, detail::Handle& h, pid_t reader, After& after);
   const MessagePtr& peekNext(const detail::Mailbox& box) const;
-  MessagePtr popNext(detail::Mailbox& box, After& after);
+  MessagePtr popNext(detail::Mailbox& box, After& after, pid_t from = 0);
+  MessagePtr takeFromSender(detail::Mailbox& box, std::list<detail::Waiter>::iterator sender, After& after);
   void finishTaken(detail::Mailbox& box, const MessagePtr& msg, pid_t reader, After& after);
   void enterFromBatch(detail::Mailbox& box, detail::Waiter& w, After& after);
   // Batch nodes (engine_batch.cpp).
@@ -205,6 +213,21 @@ class Engine {
   void abandonDropIn(detail::Handle& h, After& after);
   Status setNodeXattr(uint64_t ino, std::string_view name);
   void destroyMailbox(const MailboxPtr& box, After& after);
+
+  // procs/ (engine_procs.cpp). All REQUIRE: mutex_ held.
+  MailboxPtr ensureInbox(pid_t pid, uint64_t startTime, After& after);
+  void retireInbox(const MailboxPtr& box, After& after);
+  void reapExitedLocked(After& after);
+  bool inboxOwnerAlive(const detail::Mailbox& box) const;
+  bool mayBrowse(const detail::Mailbox& box, const Caller& who) const;
+  bool maySend(const detail::Mailbox& box, const Caller& who) const;
+  Status checkInboxAccess(const detail::Mailbox& box, const Caller& who, bool sending) const;
+  Result<struct stat> lookupProcs(std::string_view name, const Caller& who, After& after);
+  Result<struct stat> lookupFrom(uint64_t inboxId, std::string_view name, const Caller& who);
+  bool hasMessagesFrom(const detail::Mailbox& box, pid_t from) const;
+  void readdirProcs(uint64_t from, const std::function<bool(const DirEntry&)>& add) const;
+  std::optional<Result<struct stat>> statProcs(uint64_t ino) const;
+  void recordLineage(detail::Message& msg);
   WaiterId parkWaiter(detail::Mailbox& box, std::list<detail::Waiter>& list, detail::Waiter w);
   // A read waiting on a semaphore or a pipe end: queued on `list`, counted as a receiver.
   WaiterId parkRead(std::list<detail::Waiter>& list, uint64_t fh, size_t size, ReadCompletion& done);
@@ -258,6 +281,14 @@ class Engine {
   mutable std::mutex mutex_;
   std::map<uint64_t, MailboxPtr> mailboxesById_;                  // GUARDED_BY(mutex_)
   std::map<std::string, MailboxPtr, std::less<>> mailboxesByName_;  // GUARDED_BY(mutex_)
+  // Inboxes (procs/PID) share mailbox ids but live apart from mailboxes/ and by-id/.
+  std::map<uint64_t, MailboxPtr> inboxesById_;        // GUARDED_BY(mutex_)
+  std::unordered_map<pid_t, MailboxPtr> inboxesByPid_;  // GUARDED_BY(mutex_)
+  uint64_t inboxDiscarded_ = 0;  // messages discarded because their receiving process exited
+  // The lineage recorded last: a batch into an inbox records one per message.
+  pid_t lastLineagePid_ = 0;
+  int64_t lastLineageAt_ = 0;
+  std::shared_ptr<const std::vector<pid_t>> lastLineage_;
   std::unordered_map<uint64_t, MessagePtr> messages_;             // listed or being written; GUARDED_BY(mutex_)
   std::unordered_map<uint64_t, std::unique_ptr<detail::Handle>> handles_;  // GUARDED_BY(mutex_)
   std::unordered_map<WaiterId, detail::Mailbox*> waiterHomes_;    // GUARDED_BY(mutex_)

@@ -23,6 +23,9 @@ enum class Kind : uint8_t {
   Semaphore = 19,     // sem/NAME; id = semaphore id
   Pipe = 20,          // pipes/NAME (a FIFO node or a duplex pipe); id = pipe id
   PipeDir = 21,       // a plain directory inside pipes/; id = its id
+  Inbox = 22,         // procs/PID, a process's inbox (a mailbox); id = mailbox id
+  FromDir = 23,       // procs/PID/from/; id = the inbox's mailbox id
+  From = 24,          // procs/PID/from/Q; id = fromId(inbox id, Q)
 };
 
 inline constexpr uint64_t kRoot = 1;  // FUSE_ROOT_ID
@@ -34,11 +37,26 @@ inline constexpr uint64_t kSem = 6;
 inline constexpr uint64_t kById = 7;
 inline constexpr uint64_t kRootStatus = 8;
 inline constexpr uint64_t kRootMetrics = 9;  // .metrics: Prometheus text format
+inline constexpr uint64_t kProcsSelf = 10;   // procs/self
 
 inline constexpr uint64_t kIdMask = (uint64_t{1} << 56) - 1;
 
 constexpr uint64_t make(Kind kind, uint64_t id) { return (uint64_t{static_cast<uint8_t>(kind)} << 56) | (id & kIdMask); }
 constexpr Kind kindOf(uint64_t ino) { return static_cast<Kind>(ino >> 56); }
 constexpr uint64_t idOf(uint64_t ino) { return ino & kIdMask; }
+
+// procs/PID/from/Q: the inbox's id and Q share the id bits (pids stay below 2^22, the
+// kernel's PID_MAX_LIMIT).
+inline constexpr unsigned kPidBits = 22;
+constexpr uint64_t fromId(uint64_t inboxId, uint64_t pid) { return inboxId << kPidBits | pid; }
+constexpr uint64_t inboxOfFrom(uint64_t id) { return id >> kPidBits; }
+constexpr uint64_t pidOfFrom(uint64_t id) { return id & ((uint64_t{1} << kPidBits) - 1); }
+
+// Nodes whose meaning depends on the calling process (procs/): handlers resolve the
+// caller's thread group for them.
+constexpr bool dependsOnCaller(uint64_t ino) {
+  const Kind k = kindOf(ino);
+  return ino == kProcs || ino == kProcsSelf || k == Kind::Inbox || k == Kind::FromDir || k == Kind::From;
+}
 
 }  // namespace ipcfs::ino

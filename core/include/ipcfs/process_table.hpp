@@ -6,15 +6,39 @@
 #include <cstdint>
 #include <memory>
 #include <optional>
+#include <vector>
 
 namespace ipcfs {
+
+// A live process instance: its start time tells it apart from a later process that got
+// the same pid.
+struct ProcessStat {
+  uint64_t startTime = 0;
+  pid_t parent = 0;
+};
+
+// Who may signal a process (kill(2)): a caller whose uid is its real or saved uid.
+struct ProcessCredentials {
+  uid_t realUid = 0;
+  uid_t savedUid = 0;
+};
 
 class ProcessTable {
  public:
   virtual ~ProcessTable() = default;
-  // The start time of live process `pid` (distinguishes a recycled pid), or nullopt if
-  // no such process lives.
-  virtual std::optional<uint64_t> startTime(pid_t pid) const = 0;
+  // nullopt if no such process lives (a zombie no longer counts).
+  virtual std::optional<ProcessStat> stat(pid_t pid) const = 0;
+  virtual std::optional<ProcessCredentials> credentials(pid_t pid) const = 0;
+
+  std::optional<uint64_t> startTime(pid_t pid) const {
+    auto s = stat(pid);
+    return s ? std::optional<uint64_t>(s->startTime) : std::nullopt;
+  }
+  // `pid`, its parent, grandparent... up to the first process of its pid namespace (or the
+  // first one that is gone); empty if `pid` does not live.
+  std::vector<pid_t> lineage(pid_t pid) const;
+  // Whether `pid` is `ancestor` or descends from it.
+  bool descendsFrom(pid_t pid, pid_t ancestor) const;
 };
 
 // Reads /proc.
