@@ -6,6 +6,8 @@
 #include <algorithm>
 #include <cerrno>
 
+#include <fmt/format.h>
+
 #include "clock.hpp"
 #include "ipcfs/engine.hpp"
 #include "ipcfs/inode.hpp"
@@ -473,7 +475,15 @@ void Engine::release(uint64_t fh) {
         }
         if (auto n = box.receiverOpens.find(h.openerPid); n != box.receiverOpens.end() && --n->second <= 0)
           box.receiverOpens.erase(n);
-        if (h.current) {
+        if (h.current && box.removed) {
+          // Half-read from the inbox of a process that has exited since: nobody is left to
+          // receive it.
+          MessagePtr msg = std::move(h.current);
+          releaseBytes(msg->payload->size());
+          settleReceipt(*msg, fmt::format("discarded {}\n", msg->seq), after);
+          ++discarded_;
+          if (box.owner != 0) ++inboxDiscarded_;
+        } else if (h.current) {
           // Closed (or died) mid-message: back to the head, counted.
           MessagePtr msg = std::move(h.current);
           if (auto n = box.byName.find(msg->name); n != box.byName.end() && n->second == msg) box.byName.erase(n);
