@@ -19,7 +19,7 @@ PY=/usr/bin/python3
 T=20  # seconds any one example may run
 CLEANUP_CHECKS_DAEMON=1  # stopping the daemon with SIGTERM at the end is itself checked
 
-# Example runners (run_bg, finish, run_fg, expect_exit0, expect_empty_mailbox).
+# Example runners (run_bg, finish, run_fg, expect_exit0, expect_failure, expect_empty_mailbox).
 source "$(dirname -- "${BASH_SOURCE[0]}")/lib/examples.sh"
 
 # ------------------------------------------------------------------ mount ----
@@ -144,5 +144,32 @@ expect_eq "poll_wait: green's messages in order" "$(printf '%s\n' 'green: early'
     "$(grep '^green: ' "$WORK/poll-wait.out")"
 expect_eq "poll_wait: blue's messages in order" "$(printf 'blue: b%d\n' 1 2 3 4)" "$(grep '^blue: ' "$WORK/poll-wait.out")"
 for m in red green blue; do expect_empty_mailbox "mailbox $m is empty afterwards" "$MB/$m"; done
+
+# ------------------------------------------- procs/: request and reply ----
+# A parent and 3 workers talk through their inboxes: a job to each worker's procs/W/.send,
+# each reply taken with procs/PARENT/from/W. The Python parent also prints each job's receipt.
+replies=$(printf 'worker %d: sum 1..%d = %d\n' 1 10 55 2 20 210 3 30 465
+    echo "3 replies, each matched to its worker")
+for lang in shell python; do
+    case $lang in
+        shell) REQ=(bash "$EXAMPLES/shell/procs_request_reply.sh") expected=$replies ;;
+        python) REQ=("$PY" "$EXAMPLES/python/procs_request_reply.py")
+            expected=$(printf 'job %d: delivered 1 to worker %d\n' 1 1 2 2 3 3; echo "$replies") ;;
+    esac
+    echo "# $lang procs_request_reply: a parent and 3 workers, request/reply through procs/"
+    run_fg "procs-$lang" "${REQ[@]}" "$MNT" 3
+    expect_exit0 "$lang procs_request_reply exits 0" $? "procs-$lang"
+    expect_eq "$lang procs_request_reply printed every worker's reply, each checked" \
+        "$expected" "$(cat "$WORK/procs-$lang.out")"
+    expect_eq "$lang procs_request_reply wrote nothing on stderr" "" "$(cat "$WORK/procs-$lang.err")"
+    expect_eq "procs/ lists only self afterwards (no inbox holds a message or a waiter)" \
+        "self" "$(listing "$MNT/procs")"
+    echo "# $lang procs_request_reply on a directory where no ipcfs is mounted"
+    run_fg "procs-$lang-nomount" "${REQ[@]}" "$WORK" 1
+    expect_failure "$lang procs_request_reply exits non-zero with a message" $? "procs-$lang-nomount"
+done
+expect_eq "root .status: inboxes 0 (the exited processes' inboxes are retired)" "0" "$(status_field "$MNT" inboxes)"
+expect_eq "root .status: inbox_discarded 0 (every message was received)" "0" "$(status_field "$MNT" inbox_discarded)"
+
 expect_eq "root .status: receivers_waiting 0 at the end" "0" "$(status_field "$MNT" receivers_waiting)"
 expect_eq "root .status: messages 0 at the end" "0" "$(status_field "$MNT" messages)"

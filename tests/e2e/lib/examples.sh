@@ -27,6 +27,13 @@ expect_exit0() {  # expect_exit0 DESCRIPTION STATUS NAME
         not_ok "$1" "$why" "stderr:" "$(cat "$WORK/$3.err" 2>/dev/null)"
     fi
 }
+expect_failure() {  # expect_failure DESCRIPTION STATUS NAME : non-zero, not timed out, a message on stderr
+    if [[ $2 -ne 0 && $2 -ne 124 && -s $WORK/$3.err ]]; then
+        ok "$1"
+    else
+        not_ok "$1" "exit status $2 (expected non-zero, not 124: timed out)" "stderr:" "$(cat "$WORK/$3.err" 2>/dev/null)"
+    fi
+}
 expect_empty_mailbox() {  # expect_empty_mailbox DESCRIPTION MAILBOX_DIR
     local l s
     l=$(listing "$2")
