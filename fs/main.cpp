@@ -70,6 +70,19 @@ int main(int argc, char** argv) {
   opts.limits.ownerUid = getuid();
   opts.limits.ownerGid = getgid();
   auto filesystem = std::make_unique<Filesystem>(opts.limits);
+  std::string stateNotes;
+  if (!opts.stateDir.empty()) {
+    // Loaded before mounting: a damaged state directory never gets a mount.
+    ipcfs::StateDirOptions durable;
+    durable.snapshotAfterBytes = opts.journalSize;
+    durable.onFatal = [](const std::string& why) {
+      spdlog::critical("{}", why);
+      spdlog::shutdown();
+    };
+    auto loaded = filesystem->engine.openStateDir(opts.stateDir, std::move(durable));
+    if (!loaded) return fail("state_dir: " + loaded.error());
+    stateNotes = std::move(*loaded);
+  }
   const fuse_lowlevel_ops ops = makeOperations();
   fuse_session* se = fuse_session_new(&owner.args, &ops, sizeof ops, filesystem.get());
   if (!se) return 2;  // libfuse has printed the offending option
@@ -93,7 +106,12 @@ int main(int argc, char** argv) {
   setupLogging(foreground, opts.logLevel);
   filesystem->log = spdlog::get("fs");
   spdlog::info("mounted on {} (pid {})", mountpoint.get(), getpid());
+  if (!opts.stateDir.empty()) {
+    if (!stateNotes.empty()) spdlog::warn("{}", stateNotes);
+    spdlog::info("durable: state in {}", opts.stateDir);
+  }
   // Started after fuse_daemonize: a fork keeps only the forking thread.
+  filesystem->engine.startJournal();
   std::optional<ProcessReaper> reaper;
   reaper.emplace(filesystem->engine);
 
@@ -115,6 +133,7 @@ int main(int argc, char** argv) {
 
   reaper.reset();
   filesystem->engine.shutdown();  // answers parked reads before the channel goes away
+  filesystem->engine.closeStateDir();  // a final snapshot: the next start reads no journal
   fuse_session_unmount(se);
   fuse_remove_signal_handlers(se);
   fuse_session_destroy(se);

@@ -1,6 +1,7 @@
 #include "options.hpp"
 
 #include <charconv>
+#include <filesystem>
 #include <optional>
 
 namespace ipcfs::fs {
@@ -18,8 +19,12 @@ const char* const kUsage =
     "  -o OPT[,OPT...]        mount options:\n"
     "       max_bytes=N           bound on all message bytes held (K, M, G, T suffixes); past it, ENOSPC\n"
     "       max_msg_size=N        default user.ipc.max_msg_size of new mailboxes (default 1M)\n"
+    "       state_dir=DIR         durable mode: keep mailboxes, messages, semaphores, shm/ and\n"
+    "                             pipes/ nodes in DIR across restarts and crashes\n"
+    "       journal_size=N        with state_dir: journal size that triggers a snapshot (default 64M)\n"
     "       allow_other, default_permissions, auto_unmount, ... (FUSE options; as root,\n"
     "       allow_other,default_permissions are on by default)\n"
+    "  --state-dir DIR        the same as -o state_dir=DIR\n"
     "  --log-level LEVEL      trace, debug, info, warn, error, off (default info)\n"
     "  -h, --help             this text\n"
     "  -V, --version          version\n";
@@ -51,6 +56,27 @@ std::optional<spdlog::level::level_enum> parseLevel(std::string_view s) {
   return std::nullopt;
 }
 
+std::expected<std::string, std::string> stateDirPath(std::string_view dir) {
+  if (dir.empty()) return std::unexpected("state_dir: no directory given");
+  std::error_code ec;
+  auto path = std::filesystem::absolute(std::filesystem::path(dir), ec);
+  if (ec) return std::unexpected("state_dir '" + std::string(dir) + "': " + ec.message());
+  return path.lexically_normal().string();
+}
+
+// `--name VALUE` or `--name=VALUE` at argv[i] (i moves past VALUE): nullopt if argv[i] is
+// another option, an empty inner optional if VALUE is missing.
+std::optional<std::optional<std::string_view>> longOption(int argc, char** argv, int& i, std::string_view name) {
+  const std::string_view a = argv[i];
+  if (a == name) {
+    if (i + 1 >= argc) return std::optional<std::string_view>{};
+    return std::optional<std::string_view>(argv[++i]);
+  }
+  if (a.size() > name.size() && a.starts_with(name) && a[name.size()] == '=')
+    return std::optional<std::string_view>(a.substr(name.size() + 1));
+  return std::nullopt;
+}
+
 // Takes ipcfs's own keys out of one -o list; returns what is left for FUSE.
 std::expected<std::string, std::string> takeOwnMountOptions(std::string_view list, DaemonOptions& out) {
   std::string rest;
@@ -67,7 +93,13 @@ std::expected<std::string, std::string> takeOwnMountOptions(std::string_view lis
       if (!v || *v > kMaxMaxMsgSize) return std::unexpected("max_msg_size: bad value '" + std::string(opt.substr(13)) + "'");
       out.limits.defaultMaxMsgSize = *v;
     } else if (opt.starts_with("state_dir=")) {
-      return std::unexpected("state_dir: durable mode is not available in this version");
+      auto dir = stateDirPath(opt.substr(10));
+      if (!dir) return std::unexpected(dir.error());
+      out.stateDir = *dir;
+    } else if (opt.starts_with("journal_size=")) {
+      auto v = parseSize(opt.substr(13));
+      if (!v || *v == 0) return std::unexpected("journal_size: bad value '" + std::string(opt.substr(13)) + "'");
+      out.journalSize = *v;
     } else if (!opt.empty()) {
       if (!rest.empty()) rest += ',';
       rest += opt;
@@ -87,17 +119,16 @@ std::expected<DaemonOptions, std::string> parseDaemonOptions(int argc, char** ar
       out.help = true;
     } else if (a == "-V" || a == "--version") {
       out.version = true;
-    } else if (a == "--log-level" || a.starts_with("--log-level=")) {
-      std::string_view v;
-      if (a == "--log-level") {
-        if (i + 1 >= argc) return std::unexpected("--log-level needs a value (trace, debug, info, warn, error, off)");
-        v = argv[++i];
-      } else {
-        v = a.substr(12);
-      }
-      auto level = parseLevel(v);
-      if (!level) return std::unexpected("unknown log level '" + std::string(v) + "' (trace, debug, info, warn, error, off)");
-      out.logLevel = *level;
+    } else if (auto level = longOption(argc, argv, i, "--log-level")) {
+      if (!*level) return std::unexpected("--log-level needs a value (trace, debug, info, warn, error, off)");
+      auto parsed = parseLevel(**level);
+      if (!parsed) return std::unexpected("unknown log level '" + std::string(**level) + "' (trace, debug, info, warn, error, off)");
+      out.logLevel = *parsed;
+    } else if (auto v = longOption(argc, argv, i, "--state-dir")) {
+      if (!*v) return std::unexpected("--state-dir needs a directory");
+      auto dir = stateDirPath(**v);
+      if (!dir) return std::unexpected(dir.error());
+      out.stateDir = *dir;
     } else if (a == "-o" || (a.starts_with("-o") && a.size() > 2)) {
       std::string_view list;
       if (a == "-o") {

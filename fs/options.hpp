@@ -17,6 +17,8 @@ struct DaemonOptions {
   bool help = false;
   bool version = false;
   std::string mountpoint;
+  std::string stateDir;  // durable mode when set (absolute: the daemon changes to / when it forks)
+  uint64_t journalSize = uint64_t{64} << 20;  // a snapshot is written once the journal is this big
   std::vector<std::string> fuseArgs;  // argv for libfuse, argv[0] first
 };
 

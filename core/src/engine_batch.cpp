@@ -158,7 +158,7 @@ std::optional<WaiterId> Engine::writeBatch(Handle& h, std::string_view data, boo
 
 // Whole messages that fit in `size` bytes, at least one; EMSGSIZE (and nothing taken)
 // if the first does not fit. REQUIRES: canTake(box).
-Result<Bytes> Engine::takeBatch(Mailbox& box, const Handle& h, size_t size, pid_t reader, After& after) {
+Result<Bytes> Engine::takeBatch(Mailbox& box, Handle& h, size_t size, pid_t reader, After& after) {
   const size_t overhead = h.batch == Batch::Lines ? 1 : 4;
   auto out = std::make_shared<std::string>();
   while (canTake(box)) {
@@ -175,7 +175,7 @@ Result<Bytes> Engine::takeBatch(Mailbox& box, const Handle& h, size_t size, pid_
       appendLength(*out, msg->payload->size());
       out->append(*msg->payload);
     }
-    finishTaken(box, msg, reader, after);
+    finishTaken(box, msg, h, reader, after);
     admitSenders(box, after);  // taking made room
   }
   return Bytes::slice(out, 0, out->size());

@@ -25,10 +25,6 @@ using detail::Policy;
 using detail::WaitKind;
 using detail::Waiter;
 
-Engine::Engine(Limits limits, std::shared_ptr<ProcessTable> processes)
-    : limits_(limits), processes_(std::move(processes)) {}
-Engine::~Engine() = default;
-
 Handle* Engine::handle(uint64_t fh) {
   auto it = handles_.find(fh);
   return it == handles_.end() ? nullptr : it->second.get();
@@ -255,6 +251,7 @@ std::optional<WaiterId> Engine::read(uint64_t fh, size_t size, off_t offset, boo
     std::lock_guard lock(mutex_);
     Handle* h = handle(fh);
     if (h) h->nonblock = nonblock;
+    if (h && journal_ && !h->unconfirmed.empty()) confirmTaken(*h);  // the reader got what it read
     if (!h) {
       result = fail(EBADF);
     } else if (h->kind == HandleKind::Segment || h->kind == HandleKind::Semaphore) {
@@ -309,8 +306,7 @@ std::optional<WaiterId> Engine::read(uint64_t fh, size_t size, off_t offset, boo
       return id;
     }
   }
-  if (done) done(std::move(result));
-  run(after);
+  finishCall(done, std::move(result), after);
   return parked;
 }
 
@@ -334,8 +330,7 @@ std::optional<WaiterId> Engine::write(uint64_t fh, std::string_view data, off_t 
       }
     }
   }
-  if (done) done(result);
-  run(after);
+  finishCall(done, std::move(result), after);
   return parked;
 }
 
@@ -413,7 +408,7 @@ std::optional<WaiterId> Engine::flush(uint64_t fh, StatusCompletion done) {
       after.push_back([d = std::move(done)] { d(Status{}); });
     }
   }
-  run(after);
+  commit(after);
   return parked;
 }
 
@@ -462,6 +457,7 @@ void Engine::release(uint64_t fh) {
       case HandleKind::Receiver: {
         Mailbox& box = *h.box;
         box.pollers.erase(fh);
+        if (journal_) confirmTaken(h);
         if (h.parked) {
           // The kernel never releases a file with a read in flight; an engine user might.
           auto w = std::find_if(box.receivers.begin(), box.receivers.end(),
@@ -488,6 +484,7 @@ void Engine::release(uint64_t fh) {
           MessagePtr msg = std::move(h.current);
           if (auto n = box.byName.find(msg->name); n != box.byName.end() && n->second == msg) box.byName.erase(n);
           ++msg->redeliveries;
+          msg->takenJournaled = false;
           ++box.redelivered;
           ++messagesRedelivered_;
           requeueHead(box, msg, after);
@@ -508,7 +505,7 @@ void Engine::release(uint64_t fh) {
     }
     handles_.erase(fh);
   }
-  run(after);
+  commit(after);
 }
 
 Result<unsigned> Engine::poll(uint64_t fh, PollNotify notify) {
@@ -537,7 +534,8 @@ void Engine::cancel(WaiterId id) {
     std::lock_guard lock(mutex_);
     if (!cancelSemWaiter(id, after) && !cancelPipeWaiter(id, after)) cancelMailboxWaiter(id, after);
   }
-  run(after);
+  // A batch write cut short is answered with what entered, in earlier calls.
+  commitAll(after);
 }
 
 // REQUIRES: mutex_ held.

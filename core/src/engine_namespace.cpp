@@ -111,6 +111,13 @@ Result<struct stat> Engine::getattr(uint64_t ino) {
 }
 
 Result<struct stat> Engine::setattr(uint64_t ino, const AttrChange& change) {
+  Result<struct stat> result = setattrUncommitted(ino, change);
+  After none;
+  commitSync(none);
+  return result;
+}
+
+Result<struct stat> Engine::setattrUncommitted(uint64_t ino, const AttrChange& change) {
   std::lock_guard lock(mutex_);
   const timespec t = now();
   auto applyOwnerModeTimes = [&](mode_t& mode, uid_t& uid, gid_t& gid, timespec& atime, timespec& mtime,
@@ -131,6 +138,7 @@ Result<struct stat> Engine::setattr(uint64_t ino, const AttrChange& change) {
       if (!box) return fail(ENOENT);
       if (change.size) return fail(EISDIR);
       applyOwnerModeTimes(box->mode, box->uid, box->gid, box->atime, box->mtime, box->ctime);
+      if (journal_) journalPut(*box);
       return mailboxStat(*box);
     }
     case ino::Kind::Message: {
@@ -150,6 +158,7 @@ Result<struct stat> Engine::setattr(uint64_t ino, const AttrChange& change) {
         msg.payload->resize(newSize);
       }
       applyOwnerModeTimes(msg.mode, msg.uid_, msg.gid, msg.atime, msg.mtime, msg.ctime);
+      if (journal_) journalAttrs(msg);
       return messageStat(msg);
     }
     case ino::Kind::Fixed:
@@ -230,6 +239,13 @@ Status Engine::readdir(uint64_t ino, uint64_t offset, const std::function<bool(c
 }
 
 Result<struct stat> Engine::mkdir(uint64_t parent, std::string_view name, mode_t mode, const Caller& who) {
+  Result<struct stat> result = mkdirUncommitted(parent, name, mode, who);
+  After none;
+  commitSync(none);
+  return result;
+}
+
+Result<struct stat> Engine::mkdirUncommitted(uint64_t parent, std::string_view name, mode_t mode, const Caller& who) {
   std::lock_guard lock(mutex_);
   if (isPipesDir(parent)) return mkdirPipes(parent, name, mode, who);
   if (parent != ino::kMailboxes) return fail(statOf(parent) ? EPERM : ENOENT);
@@ -245,12 +261,13 @@ Result<struct stat> Engine::mkdir(uint64_t parent, std::string_view name, mode_t
   box->maxMsgSize = limits_.defaultMaxMsgSize;
   mailboxesById_.emplace(box->id, box);
   mailboxesByName_.emplace(box->name, box);
+  if (journal_) journalPut(*box);
   return mailboxStat(*box);
 }
 
 Status Engine::rmdir(uint64_t parent, std::string_view name) {
   After after;
-  {
+  Status result = [&]() -> Status {
     std::lock_guard lock(mutex_);
     // The kernel has already refused rmdir of non-directories (ENOTDIR); the removable
     // directories are mailboxes and the plain directories in pipes/.
@@ -261,10 +278,16 @@ Status Engine::rmdir(uint64_t parent, std::string_view name) {
     MailboxPtr box = it->second;
     // Queued, in-flight and half-written messages all keep the mailbox: nothing is lost.
     if (!box->byName.empty()) return fail(ENOTEMPTY);
+    if (journal_) {
+      for (auto& [fh, h] : handles_)
+        if (h->box == box) confirmTaken(*h);  // their removal goes on record before the mailbox's
+      journalGone(*box);
+    }
     destroyMailbox(box, after);
-  }
-  run(after);
-  return {};
+    return {};
+  }();
+  commitSync(after);
+  return result;
 }
 
 // REQUIRES: mutex_ held; the mailbox holds no message.
@@ -323,6 +346,7 @@ Status Engine::unlink(uint64_t parent, std::string_view name, const Caller& who)
   if (msg->state == MessageState::Queued) {
     unqueue(*box, msg);
     releaseBytes(msg->payload->size());
+    if (journal_) journalGone(*msg);
     settleReceipt(*msg, fmt::format("discarded {}\n", msg->seq), after);
   } else {
     // A drop-in still being written: its writer's further writes go nowhere.
@@ -342,7 +366,7 @@ Status Engine::unlink(uint64_t parent, std::string_view name, const Caller& who)
   dispatch(*box, after);  // room for blocked senders
   return {};
   }();
-  run(after);
+  commitSync(after);
   return result;
 }
 
@@ -350,7 +374,7 @@ Status Engine::rename(uint64_t parent, std::string_view name, uint64_t newParent
                       unsigned flags, const Caller& who) {
   if (flags & ~static_cast<unsigned>(RENAME_NOREPLACE)) return fail(EINVAL);
   After after;
-  {
+  Status result = [&]() -> Status {
     std::lock_guard lock(mutex_);
     if (auto ok = validateName(newName); !ok) return fail(ok.error());
 
@@ -368,6 +392,7 @@ Status Engine::rename(uint64_t parent, std::string_view name, uint64_t newParent
       box->name = std::string(newName);
       box->ctime = now();
       mailboxesByName_.emplace(box->name, box);
+      if (journal_) journalPut(*box);
       return {};
     }
 
@@ -391,6 +416,7 @@ Status Engine::rename(uint64_t parent, std::string_view name, uint64_t newParent
       from->byName.erase(it);
       msg->name = std::string(newName);
       from->byName.emplace(msg->name, msg);
+      if (journal_) journalMessage(*from, *msg);
     } else {
       // Forward: leave the source queue, join the tail of the target's, same message.
       unqueue(*from, msg);
@@ -403,9 +429,10 @@ Status Engine::rename(uint64_t parent, std::string_view name, uint64_t newParent
       to->mtime = to->ctime = now();
     }
     msg->ctime = from->mtime = from->ctime = now();
-  }
-  run(after);
-  return {};
+    return {};
+  }();
+  commitSync(after);
+  return result;
 }
 
 }  // namespace ipcfs

@@ -82,6 +82,7 @@ void Engine::enqueueAt(Mailbox& box, const MessagePtr& msg, int64_t order, After
   ++queuedMessages_;
   queuedBytes_ += msg->payload->size();
   wakePollers(box, after);
+  if (journal_) journalMessage(box, *msg);
 }
 
 // Takes a queued message out of every index of its mailbox.
@@ -169,6 +170,7 @@ Engine::MessagePtr Engine::takeFromSender(Mailbox& box, std::list<Waiter>::itera
     MessagePtr msg = sender->batch.front();
     sender->batch.pop_front();
     assignSeqAndName(box, *msg);
+    if (journal_) journalHandedOver(box, *msg);
     ++sender->batchEntered;
     if (sender->batch.empty()) {
       Waiter w = std::move(*sender);
@@ -185,6 +187,7 @@ Engine::MessagePtr Engine::takeFromSender(Mailbox& box, std::list<Waiter>::itera
   waiterHomes_.erase(w.id);
   --sendersWaiting_;
   assignSeqAndName(box, *w.msg);
+  if (journal_) journalHandedOver(box, *w.msg);
   if (Handle* h = handle(w.fh)) sent(*h, w.msg, w.onStatus, w.onRead, w.size, after, w.id);
   return w.msg;
 }
@@ -197,8 +200,9 @@ void Engine::takeNext(Mailbox& box, Handle& h, pid_t reader, After& after) {
 
 // A message read to the end (or taken whole by a batch read) is gone; its sender may
 // learn who took it.
-void Engine::finishTaken(Mailbox& box, const MessagePtr& msg, pid_t reader, After& after) {
+void Engine::finishTaken(Mailbox& box, const MessagePtr& msg, Handle& h, pid_t reader, After& after) {
   releaseBytes(msg->payload->size());
+  if (journal_) awaitConfirmation(box, msg, h);
   ++box.received;
   ++messagesReceived_;
   settleReceipt(*msg, fmt::format("delivered {} to {}\n", msg->seq, reader), after);
@@ -214,6 +218,8 @@ Bytes Engine::takeChunk(Handle& h, size_t size, pid_t reader, After& after) {
     // The read that returned the last bytes is followed by one returning 0 (end of
     // message); an empty message's end is the 0 this read returns.
     h.atEnd = len > 0;
+  } else if (journal_) {
+    journalTaken(*h.box, *h.current);  // if the daemon dies now, it comes back
   }
   return chunk;
 }
@@ -224,7 +230,7 @@ void Engine::finishMessage(Handle& h, pid_t reader, After& after) {
   MessagePtr msg = std::move(h.current);
   if (auto it = box.byName.find(msg->name); it != box.byName.end() && it->second == msg) box.byName.erase(it);
   h.offset = 0;
-  finishTaken(box, msg, reader, after);
+  finishTaken(box, msg, h, reader, after);
 }
 
 void Engine::settleReceipt(const detail::Message& msg, std::string line, After& after) {

@@ -109,12 +109,14 @@ Status Engine::setxattr(uint64_t ino, std::string_view name, std::string_view va
       auto v = parseDecimal(value);
       if (!v || *v > kMaxMaxMsgSize) return fail(EINVAL);
       box->maxMsgSize = *v;
+      if (journal_) journalPut(*box);
       return {};
     }
     if (name == "user.ipc.capacity") {
       auto v = parseCapacity(value);
       if (!v) return fail(EINVAL);
       box->capacity = *v;
+      if (journal_) journalPut(*box);
       dispatch(*box, after);  // more room lets blocked senders in
       return {};
     }
@@ -124,11 +126,12 @@ Status Engine::setxattr(uint64_t ino, std::string_view name, std::string_view va
       // Applies to later opens; files already open keep working.
       box->pair.clear();
       box->policy = *p;
+      if (journal_) journalPut(*box);
       return {};
     }
     return fail(contains(kMailboxAttrs, name) ? EPERM : ENOTSUP);
   }();
-  run(after);
+  commitSync(after);
   return result;
 }
 

@@ -53,6 +53,9 @@ struct Message {
   // anywhere in it).
   std::shared_ptr<const std::vector<pid_t>> lineage;
   bool holdsPlace = false;  // a drop-in being written that took a place (Mailbox::reserved)
+  // Durable mode: the journal holds the whole message; a reader's taking it is on record.
+  bool journaled = false;
+  bool takenJournaled = false;
 };
 
 // Batch nodes: .send-lines/.receive-lines (a message per line) and .send-frames /
@@ -156,6 +159,8 @@ struct Segment {
   timespec atime{}, mtime{}, ctime{};
   std::string data;
   bool unlinked = false;
+  uint64_t version = 0;       // bumped by every change of `data`
+  uint64_t savedVersion = 0;  // durable mode: the version written to the state directory
 };
 
 // A counting semaphore: reads at offset 0 wait (P), writes post (V).
@@ -235,6 +240,7 @@ struct Handle {
   size_t offset = 0;
   bool atEnd = false;  // the last byte was read; the next read returns 0
   std::optional<WaiterId> parked;
+  std::vector<std::shared_ptr<Message>> unconfirmed;  // durable mode: see Engine::awaitConfirmation
   pid_t from = 0;  // procs/P/from/Q: takes only messages sent by Q or its descendants
   // Sender (receipts): the last message sent and what became of it.
   uint64_t lastSentUid = 0;

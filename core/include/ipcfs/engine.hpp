@@ -15,6 +15,7 @@
 #include <array>
 #include <atomic>
 #include <cstdint>
+#include <expected>
 #include <functional>
 #include <list>
 #include <map>
@@ -33,6 +34,10 @@
 #include "ipcfs/result.hpp"
 
 namespace ipcfs {
+
+namespace durable {
+class Journal;
+}  // namespace durable
 
 namespace detail {
 struct Mailbox;
@@ -75,6 +80,13 @@ struct DirEntry {
   std::string_view name;
   struct stat attr;
   uint64_t next;
+};
+
+// Durable mode (--state-dir): see engine_durable.cpp.
+struct StateDirOptions {
+  uint64_t snapshotAfterBytes = uint64_t{64} << 20;  // journal size that triggers a snapshot
+  // The journal cannot be written: told before the daemon stops (see durable::JournalOptions).
+  std::function<void(const std::string&)> onFatal;
 };
 
 class Engine {
@@ -146,6 +158,16 @@ class Engine {
   // Rendered `.status` of the whole daemon.
   std::string rootStatus();
 
+  // Durable mode. Loads the state kept in `dir` into this engine (new: nothing made yet) and
+  // journals every later change there. Returns notes for the log (a repaired torn tail; may
+  // be empty), or a one-line error: `dir` unusable, in use by another daemon, or damaged.
+  std::expected<std::string, std::string> openStateDir(const std::string& dir, StateDirOptions options = {});
+  // Starts the journal's writer thread (a daemon does it once in the background: fork keeps
+  // no threads). Before that, acknowledgements wait for a synchronous write.
+  void startJournal();
+  // Writes a final snapshot and stops the journal: after shutdown(). ~Engine does it too.
+  void closeStateDir();
+
   // Counts an error the adapter returned, by errno, for `.metrics`. Any thread, no lock.
   void recordError(int errnum) noexcept {
     if (errnum > 0 && static_cast<size_t>(errnum) < errors_.size()) errors_[static_cast<size_t>(errnum)]++;
@@ -155,6 +177,10 @@ class Engine {
   using After = std::vector<std::function<void()>>;
   using MailboxPtr = std::shared_ptr<detail::Mailbox>;
   using MessagePtr = std::shared_ptr<detail::Message>;
+
+  // The bodies of setattr and mkdir, which take mutex_; the public calls then commit.
+  Result<struct stat> setattrUncommitted(uint64_t ino, const AttrChange& change);
+  Result<struct stat> mkdirUncommitted(uint64_t parent, std::string_view name, mode_t mode, const Caller& who);
 
   // All REQUIRES: mutex_ held.
   MailboxPtr mailboxByIno(uint64_t ino) const;
@@ -181,14 +207,14 @@ class Engine {
   const MessagePtr& peekNext(const detail::Mailbox& box) const;
   MessagePtr popNext(detail::Mailbox& box, After& after, pid_t from = 0);
   MessagePtr takeFromSender(detail::Mailbox& box, std::list<detail::Waiter>::iterator sender, After& after);
-  void finishTaken(detail::Mailbox& box, const MessagePtr& msg, pid_t reader, After& after);
+  void finishTaken(detail::Mailbox& box, const MessagePtr& msg, detail::Handle& h, pid_t reader, After& after);
   void enterFromBatch(detail::Mailbox& box, detail::Waiter& w, After& after);
   // Batch nodes (engine_batch.cpp).
   Result<size_t> writeNow(detail::Handle& h, std::string_view data, off_t offset, bool nonblock, const Caller& who,
                           After& after);
   std::optional<WaiterId> writeBatch(detail::Handle& h, std::string_view data, bool nonblock, const Caller& who,
                                      WriteCompletion& done, After& after);
-  Result<Bytes> takeBatch(detail::Mailbox& box, const detail::Handle& h, size_t size, pid_t reader, After& after);
+  Result<Bytes> takeBatch(detail::Mailbox& box, detail::Handle& h, size_t size, pid_t reader, After& after);
   // A batch sender's close/fsync; from release (no completion) it never waits.
   std::optional<WaiterId> flushBatch(detail::Handle& h, StatusCompletion done, After& after);
   void dispatch(detail::Mailbox& box, After& after);
@@ -275,6 +301,62 @@ class Engine {
   void shutdownPipes(After& after);
   static void run(After& after);
 
+  // Completing a call (engine_durable.cpp). In memory they run `after` at once; in durable
+  // mode only once the records this thread appended during the call are on disk, so nothing
+  // is acknowledged before it would survive a crash. REQUIRE: mutex_ not held.
+  void commit(After& after);      // completions: deferred to the journal's writer thread
+  void commitSync(After& after);  // calls answered by their return value: waits here
+  void commitAll(After& after);   // waits for every record appended so far, by anyone
+  template <class T>
+  void finishCall(std::function<void(T)>& done, T result, After& after) {
+    if (done) {
+      if (journal_) {
+        after.insert(after.begin(), [d = std::move(done), r = std::move(result)]() mutable { d(std::move(r)); });
+      } else {
+        done(std::move(result));
+      }
+    }
+    commit(after);
+  }
+  void snapshotIfDue();
+  std::string snapshotRecords() const;  // REQUIRES: mutex_ held
+  struct LoadContext;
+  // Replaying the state directory. All REQUIRE: mutex_ held.
+  std::expected<void, std::string> loadRecord(uint8_t type, std::string_view body, LoadContext& ctx);
+  std::expected<void, std::string> finishLoad(LoadContext& ctx);
+  // Journal records of changes. All REQUIRE: mutex_ held and journal_ set.
+  void journalPut(const detail::Mailbox& box);
+  void journalGone(const detail::Mailbox& box);
+  // A message entering or moving in a mailbox (the whole message the first time, then its
+  // place); in an inbox it is no longer kept.
+  void journalMessage(const detail::Mailbox& box, detail::Message& msg);
+  void journalTaken(const detail::Mailbox& box, detail::Message& msg);  // being read: comes back if cut short
+  // Straight from a blocked sender's hands to a receiver, never queued.
+  void journalHandedOver(detail::Mailbox& box, detail::Message& msg);
+  void journalAttrs(const detail::Message& msg);  // mode, owner, times
+  void journalGone(detail::Message& msg);
+  // A message read to the end is removed from the record only once its reader confirms it
+  // got it (its next read, or its close): if the daemon dies first, it comes back counted
+  // as redelivered, never lost with a reply that did not arrive.
+  void awaitConfirmation(const detail::Mailbox& box, const MessagePtr& msg, detail::Handle& h);
+  void confirmTaken(detail::Handle& h);
+  void journalPut(const detail::Segment& seg);
+  void journalGone(const detail::Segment& seg);
+  void journalPut(const detail::Semaphore& sem);
+  void journalGone(const detail::Semaphore& sem);
+  void journalPut(const detail::Pipe& pipe);
+  void journalGone(const detail::Pipe& pipe);
+  void journalPut(const detail::PipeDir& dir);
+  void journalGone(const detail::PipeDir& dir);
+  // shm/ contents to write on a flush, fsync or release (nullopt: nothing changed).
+  struct SegmentSave {
+    std::shared_ptr<detail::Segment> segment;
+    uint64_t version = 0;
+    std::shared_ptr<const std::string> data;
+  };
+  std::optional<SegmentSave> segmentToSave(const std::shared_ptr<detail::Segment>& seg);  // REQUIRES: mutex_ held
+  Status saveSegment(const SegmentSave& save);  // REQUIRES: mutex_ not held
+
   const Limits limits_;
   const std::shared_ptr<ProcessTable> processes_;
   // Lock order: mutex_ is a leaf; callbacks collected in `After` run after unlocking.
@@ -321,6 +403,10 @@ class Engine {
   uint64_t messagesSent_ = 0, messagesReceived_ = 0, messagesRedelivered_ = 0;
   std::array<std::atomic<uint64_t>, 134> errors_{};  // by errno (Linux errnos end at 133)
   bool shutDown_ = false;
+  // Durable mode only (null: in memory, and no other journal code runs). Set once, before
+  // any request; the journal serializes its own state (see journal.hpp).
+  std::unique_ptr<durable::Journal> journal_;
+  std::string record_;  // the record being encoded; GUARDED_BY(mutex_)
 };
 
 }  // namespace ipcfs
