@@ -57,11 +57,11 @@ int main(int argc, char** argv) {
 
   ArgsOwner owner;
   for (const auto& a : opts.fuseArgs) fuse_opt_add_arg(&owner.args, a.c_str());
-  // Mounted by root, ipcfs serves every user, with the kernel checking modes (like /dev/shm).
-  if (geteuid() == 0) {
-    fuse_opt_add_arg(&owner.args, "-o");
-    fuse_opt_add_arg(&owner.args, "allow_other,default_permissions");
-  }
+  // The kernel checks modes and owners against the attributes the daemon reports, always:
+  // the daemon adds only the rules no mode expresses (procs/). Mounted by root, ipcfs serves
+  // every user (like /dev/shm).
+  fuse_opt_add_arg(&owner.args, "-o");
+  fuse_opt_add_arg(&owner.args, geteuid() == 0 ? "allow_other,default_permissions" : "default_permissions");
   fuse_cmdline_opts cmd{};
   if (fuse_parse_cmdline(&owner.args, &cmd) != 0) return 2;  // libfuse has printed why
   std::unique_ptr<char, decltype(&std::free)> mountpoint(cmd.mountpoint, &std::free);

@@ -70,7 +70,7 @@ std::function<void()> failWaiter(Waiter& w, int err) {
 
 // REQUIRES: mutex_ held.
 void Engine::dropDeadPairMembers(Mailbox& box) const {
-  std::erase_if(box.pair, [&](const detail::BoundProcess& b) { return processes_->startTime(b.pid) != b.startTime; });
+  std::erase_if(box.pair, [&](const detail::BoundProcess& b) { return processes_->instance(b.pid) != b.instance; });
 }
 
 // Who may open .send / .receive under the mailbox's policy. REQUIRES: mutex_ held.
@@ -84,7 +84,7 @@ Status Engine::checkPolicy(Mailbox& box, pid_t pid, bool receiving) {
       if (b.pid == pid) return {};
     if (box.pair.size() >= 2) dropDeadPairMembers(box);
     if (box.pair.size() >= 2) return fail(EPERM);
-    auto start = processes_->startTime(pid);
+    auto start = processes_->instance(pid);
     box.pair.push_back({pid, start.value_or(0)});
   }
   return {};

@@ -92,9 +92,11 @@ Result<struct stat> Engine::lookup(uint64_t parent, std::string_view name, const
     for (const auto& c : kControlNodes)
       if (c.name == name) return statOf(ino::make(c.kind, box->id));
     if (box->owner != 0 && name == "from") return statOf(ino::make(ino::Kind::FromDir, box->id));
-    if (auto ok = checkInboxAccess(*box, who, false); !ok) return fail(ok.error());
     auto it = box->byName.find(std::string(name));
     if (it == box->byName.end() || it->second->state == MessageState::InFlight) return fail(ENOENT);
+    // A free name resolves to ENOENT for everyone, so that a sender may create a message file
+    // or move one in under it; a taken one only for those who may browse.
+    if (auto ok = checkInboxAccess(*box, who, false); !ok) return fail(ok.error());
     return messageStat(*it->second);
   }
   auto parentStat = statOf(parent);

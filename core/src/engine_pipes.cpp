@@ -104,6 +104,25 @@ bool Engine::pipeNameTaken(uint64_t dir, std::string_view name) const {
   return pipes_.contains(key) || pipeDirNames_.contains(key);
 }
 
+namespace {
+
+// As in any Linux directory with the set-group-ID bit: what is made in it belongs to the
+// directory's group, and a directory made in it carries the bit on.
+const detail::PipeDir* findPipeDir(const std::map<uint64_t, std::shared_ptr<detail::PipeDir>>& dirs, uint64_t ino) {
+  if (ino::kindOf(ino) != ino::Kind::PipeDir) return nullptr;  // pipes/ itself: 1777, no set-group-ID
+  auto it = dirs.find(ino::idOf(ino));
+  return it == dirs.end() ? nullptr : it->second.get();
+}
+
+template <class Node>
+void inheritGroup(const detail::PipeDir* parent, Node& node, bool isDir) {
+  if (!parent || !(parent->mode & S_ISGID)) return;
+  node.gid = parent->gid;
+  if (isDir) node.mode |= S_ISGID;
+}
+
+}  // namespace
+
 Result<struct stat> Engine::mknod(uint64_t parent, std::string_view name, mode_t mode, const Caller& who) {
   std::lock_guard lock(mutex_);
   if (!isPipesDir(parent) || !S_ISFIFO(mode)) return fail(statOf(parent) ? EPERM : ENOENT);
@@ -116,6 +135,7 @@ Result<struct stat> Engine::mknod(uint64_t parent, std::string_view name, mode_t
   p->mode = mode & 07777;
   p->uid = who.uid;
   p->gid = who.gid;
+  inheritGroup(findPipeDir(pipeDirs_, parent), *p, false);
   p->atime = p->mtime = p->ctime = now();
   p->fifo = true;
   pipes_.emplace(PipeKey{parent, p->name}, p);
@@ -133,6 +153,7 @@ Result<struct stat> Engine::mkdirPipes(uint64_t dir, std::string_view name, mode
   d->mode = mode & 07777;
   d->uid = who.uid;
   d->gid = who.gid;
+  inheritGroup(findPipeDir(pipeDirs_, dir), *d, true);
   d->atime = d->mtime = d->ctime = now();
   pipeDirNames_.emplace(PipeKey{dir, d->name}, d);
   pipeDirs_.emplace(d->id, d);
@@ -184,6 +205,7 @@ Result<std::pair<struct stat, Opened>> Engine::createPipe(uint64_t dir, std::str
   p->mode = mode & 07777;
   p->uid = who.uid;
   p->gid = who.gid;
+  inheritGroup(findPipeDir(pipeDirs_, dir), *p, false);
   p->atime = p->mtime = p->ctime = now();
   pipes_.emplace(PipeKey{dir, p->name}, p);
   pipesById_.emplace(p->id, p);

@@ -45,7 +45,7 @@ constexpr int64_t kLineageReuseNs = 100'000'000;
 }  // namespace
 
 bool Engine::inboxOwnerAlive(const Mailbox& box) const {
-  return processes_->startTime(box.owner) == box.ownerStart;
+  return processes_->instance(box.owner) == box.ownerInstance;
 }
 
 // The process itself, its descendants, and root.
@@ -67,20 +67,26 @@ Status Engine::checkInboxAccess(const Mailbox& box, const Caller& who, bool send
   return (sending ? maySend(box, who) : mayBrowse(box, who)) ? Status{} : fail(EACCES);
 }
 
-Engine::MailboxPtr Engine::ensureInbox(pid_t pid, uint64_t startTime, After& after) {
+// The inbox of a live process, made on first use. It is owned by the process's real uid,
+// read again at every lookup (a process that drops privileges takes its inbox along).
+Engine::MailboxPtr Engine::ensureInbox(pid_t pid, uint64_t instance, After& after) {
+  auto creds = processes_->credentials(pid);
   if (auto it = inboxesByPid_.find(pid); it != inboxesByPid_.end()) {
-    if (it->second->ownerStart == startTime) return it->second;
+    if (it->second->ownerInstance == instance) {
+      if (creds) it->second->uid = creds->realUid;
+      return it->second;
+    }
     retireInbox(it->second, after);  // an earlier process with this pid
   }
   auto box = std::make_shared<Mailbox>();
   box->id = nextMailboxId_++;
   box->name = std::to_string(pid);
   box->owner = pid;
-  box->ownerStart = startTime;
+  box->ownerInstance = instance;
   // Owned by the process's user and closed to others, so that with default_permissions the
   // kernel's checks agree with the engine's.
   box->mode = 0700;
-  if (auto creds = processes_->credentials(pid)) box->uid = creds->realUid;
+  if (creds) box->uid = creds->realUid;
   box->gid = limits_.ownerGid;
   box->atime = box->mtime = box->ctime = now();
   box->maxMsgSize = limits_.defaultMaxMsgSize;
@@ -131,7 +137,7 @@ Result<struct stat> Engine::lookupProcs(std::string_view name, const Caller& who
     if (auto it = inboxesByPid_.find(*pid); it != inboxesByPid_.end()) retireInbox(it->second, after);
     return fail(ENOENT);
   }
-  return mailboxStat(*ensureInbox(*pid, process->startTime, after));
+  return mailboxStat(*ensureInbox(*pid, process->instance, after));
 }
 
 bool Engine::hasMessagesFrom(const Mailbox& box, pid_t from) const {

@@ -103,7 +103,7 @@ inline std::string_view policyName(Policy p) {
 
 struct BoundProcess {
   pid_t pid = 0;
-  uint64_t startTime = 0;
+  uint64_t instance = 0;  // ProcessStat::instance
 };
 
 struct Mailbox {
@@ -136,7 +136,7 @@ struct Mailbox {
 
   // An inbox (procs/PID): the process instance it belongs to. 0 for a mailbox.
   pid_t owner = 0;
-  uint64_t ownerStart = 0;
+  uint64_t ownerInstance = 0;
 };
 
 // Whether `msg` was sent by `from` or one of its descendants (0 matches every message).

@@ -1,13 +1,19 @@
 // ProcessTable over /proc: the parent and start time are fields 4 and 22 of
 // /proc/PID/stat (the start time in clock ticks since boot), the uids a line of
-// /proc/PID/status.
+// /proc/PID/status; a process's identity comes from its pidfd where the kernel has pidfs.
 #include <fcntl.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/vfs.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <charconv>
 #include <cstdio>
+#include <mutex>
 #include <string_view>
+#include <unordered_map>
 
 #include "ipcfs/process_table.hpp"
 
@@ -46,6 +52,52 @@ bool skipFields(std::string_view& text, int n) {
   return true;
 }
 
+constexpr long kPidfsMagic = 0x50494446;  // "PIDF": pidfds live on pidfs (Linux 6.9 on)
+
+// What tells one process apart from a later one with the same pid: on pidfs, the pid's
+// inode number (a 64-bit counter, never reused); elsewhere all pidfds share one anonymous
+// inode and only the start time is left.
+class ProcessIdentity {
+ public:
+  // nullopt if `pid` is gone (or was never there).
+  std::optional<uint64_t> of(pid_t pid, uint64_t startTime) {
+    if (!pidfs_) return startTime;
+    const int fd = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
+    if (fd < 0) {
+      if (errno == ESRCH) return std::nullopt;
+      // Out of descriptors or memory for a moment: what we knew of this process still
+      // holds if its start time does (a recycled pid shows a different one, save within
+      // one tick).
+      std::lock_guard lock(mutex_);
+      auto it = known_.find(pid);
+      if (it != known_.end() && it->second.first == startTime) return it->second.second;
+      return startTime;
+    }
+    struct stat st{};
+    const bool ok = ::fstat(fd, &st) == 0;
+    ::close(fd);
+    if (!ok) return startTime;
+    std::lock_guard lock(mutex_);
+    if (known_.size() > kMaxKnown) known_.clear();
+    known_[pid] = {startTime, st.st_ino};
+    return st.st_ino;
+  }
+
+ private:
+  static bool probePidfs() {
+    const int fd = static_cast<int>(::syscall(SYS_pidfd_open, ::getpid(), 0));
+    if (fd < 0) return false;
+    struct statfs fs{};
+    const bool pidfs = ::fstatfs(fd, &fs) == 0 && fs.f_type == kPidfsMagic;
+    ::close(fd);
+    return pidfs;
+  }
+  static constexpr size_t kMaxKnown = 1 << 16;
+  const bool pidfs_ = probePidfs();
+  std::mutex mutex_;  // leaf lock; guards known_
+  std::unordered_map<pid_t, std::pair<uint64_t, uint64_t>> known_;  // pid -> (start time, inode)
+};
+
 class ProcProcessTable final : public ProcessTable {
  public:
   std::optional<ProcessStat> stat(pid_t pid) const override {
@@ -57,8 +109,12 @@ class ProcProcessTable final : public ProcessTable {
     text.remove_prefix(close + 2);  // now at field 3 (state)
     if (text.empty() || text.front() == 'Z' || text.front() == 'X') return std::nullopt;  // exited
     ProcessStat s;
+    uint64_t startTime = 0;
     if (!skipFields(text, 1) || !parseNumber(text, s.parent)) return std::nullopt;  // field 4
-    if (!skipFields(text, 18) || !parseNumber(text, s.startTime)) return std::nullopt;  // field 22
+    if (!skipFields(text, 18) || !parseNumber(text, startTime)) return std::nullopt;  // field 22
+    auto instance = identity_.of(pid, startTime);
+    if (!instance) return std::nullopt;
+    s.instance = *instance;
     return s;
   }
 
@@ -79,6 +135,9 @@ class ProcProcessTable final : public ProcessTable {
     }
     return ProcessCredentials{uids[0], uids[2]};
   }
+
+ private:
+  mutable ProcessIdentity identity_;
 };
 
 }  // namespace

@@ -3,11 +3,11 @@ actors, root, the object's owner and another uid, under a few modes, asserting t
 operation is allowed or fails with the errno Linux gives (EACCES for missing mode bits;
 EPERM for chmod by a non-owner, chown by a non-root user, and removing or renaming another
 user's object in a sticky 1777 directory), and that a refused operation changes nothing.
-Also: creation honours umask and the creator's uid/gid (and, xfail, a set-group-ID
-directory's group), a 0700 mailbox is closed to other uids, control nodes follow their
-mailbox's mode and owner at once, and procs/ privacy holds with the kernel checking modes
-(default_permissions) and with the daemon alone checking (a non-root mount without
-default_permissions, where the other rules are not checked: xfail).
+Also: creation honours umask and the creator's uid/gid (and a set-group-ID directory's
+group), a 0700 mailbox is closed to other uids, control nodes follow their
+mailbox's mode and owner at once, procs/ privacy holds on a root mount and on a non-root
+one, and a non-root mount asked for allow_other alone still checks modes and owners
+(ipcfs always adds default_permissions).
 
 Contract: spec/interface.md, "Everywhere" (permissions) and each object kind's section.
 Every actor is a helper process that starts as root, enters the mount and drops to its
@@ -220,9 +220,8 @@ def world(tmp_path_factory):
 
 
 class UserMount(Mount):
-    """ipcfs run as a non-root uid with allow_other and without default_permissions: the
-    kernel checks no modes, so whatever is refused is refused by the daemon itself. (Run by
-    root, ipcfs always adds default_permissions.) fusermount3 refuses allow_other to users
+    """ipcfs run as a non-root uid and asked for allow_other alone: it adds
+    default_permissions itself, so the kernel checks modes here too. fusermount3 refuses allow_other to users
     unless /etc/fuse.conf says user_allow_other, so the daemon gets CAP_SYS_ADMIN as an
     ambient capability (setpriv) and mounts with mount(2); the mountpoint is a fresh
     directory of its own under the system's temp dir, where that uid can resolve it."""
@@ -256,11 +255,11 @@ class UserMount(Mount):
 @pytest.fixture(scope="module")
 def user_world(tmp_path_factory):
     if not shutil.which("setpriv"):
-        pytest.skip("setpriv (util-linux) is needed to mount without default_permissions")
+        pytest.skip("setpriv (util-linux) is needed to mount as a non-root uid")
     with serving(UserMount(tmp_path_factory.mktemp("perm-user"), *IDS[OWNER])) as w:
         with open("/proc/self/mountinfo") as f:
             opts = next(line for line in f if line.split()[4] == str(w.mount.path))
-        assert "default_permissions" not in opts and "allow_other" in opts, opts
+        assert "default_permissions" in opts and "allow_other" in opts, opts
         yield w
 
 
@@ -696,20 +695,12 @@ SUBDIR = Kind("pipes_subdir", DIR_MODES, make_subdir, subdir_state, [
 
 KINDS = [MAILBOX, MESSAGE, SHM, SEM, FIFO, DUPLEX, SUBDIR]
 
-# Cells where the daemon disagrees with Linux: cell id -> what goes wrong. Each is an
-# xfail(strict=True), so a fix makes it fail until it is taken off this list.
-KNOWN_BUGS = {}
-
-
 def matrix():
     for kind in KINDS:
         for op in kind.ops:
             for mode in kind.modes:
                 for actor in ACTORS:
-                    cell = f"{kind.name}-{op.name}-{mode:04o}-{actor}"
-                    marks = [pytest.mark.xfail(strict=True, reason=KNOWN_BUGS[cell])] \
-                        if cell in KNOWN_BUGS else []
-                    yield pytest.param(kind, op, mode, actor, id=cell, marks=marks)
+                    yield pytest.param(kind, op, mode, actor, id=f"{kind.name}-{op.name}-{mode:04o}-{actor}")
 
 
 @pytest.mark.parametrize("kind,op,mode,actor", matrix())
@@ -805,9 +796,6 @@ def test_control_nodes_follow_the_mailboxs_mode_and_owner_at_once(world):
     assert queued(world / box) == 0
 
 
-SETGID_BUG = ("the daemon ignores the set-group-ID bit of a pipes/ subdirectory: what another "
-              "uid makes in it gets that uid's group, not the directory's, and a subdirectory "
-              "does not inherit the bit")
 SETGID_CASES = {
     # what OTHER makes in a set-group-ID subdirectory of OWNER's: (how, the mode it must get)
     "fifo": (lambda a, p: a.os("mkfifo", p, 0o666), 0o666),
@@ -816,9 +804,7 @@ SETGID_CASES = {
 }
 
 
-@pytest.mark.parametrize("kind", [pytest.param(k, marks=pytest.mark.xfail(strict=True,
-                                                                           reason=SETGID_BUG))
-                                  for k in SETGID_CASES])
+@pytest.mark.parametrize("kind", list(SETGID_CASES))
 def test_setgid_directory_passes_its_group_on(world, kind):
     """Linux's rule for a directory with the set-group-ID bit (of the top-level
     directories only pipes/ holds plain subdirectories so far): what is made in it gets the
@@ -892,11 +878,10 @@ def empty_inbox(inbox):
             return
 
 
-@pytest.fixture(scope="module", params=["default_permissions", "daemon_checks"])
+@pytest.fixture(scope="module", params=["root_mount", "non_root_mount"])
 def procs_world(request):
-    """The inbox rules with the kernel checking modes too, and with the daemon alone."""
-    return request.getfixturevalue("world" if request.param == "default_permissions"
-                                   else "user_world")
+    """The inbox rules on a mount made by root and on one made by a non-root uid."""
+    return request.getfixturevalue("world" if request.param == "root_mount" else "user_world")
 
 
 @pytest.mark.parametrize("actor", (*ACTORS, SAME_UID))
@@ -930,11 +915,8 @@ def test_procs_inbox(procs_world, target, op, actor):
         empty_inbox(inbox)
 
 
-# ---------------------------------------------------------------- without default_permissions
+# ---------------------------------------------------------------- a non-root mount
 
-NO_KERNEL_CHECKS_BUG = (
-    "without default_permissions (a non-root mount given allow_other alone) the daemon "
-    "checks no modes and no owners outside procs/: another uid may do this")
 UNCHECKED = {
     # case: (what OWNER makes, what OTHER then tries, the errno Linux gives)
     "receive_from_0700_mailbox": (
@@ -965,11 +947,10 @@ UNCHECKED = {
 }
 
 
-@pytest.mark.parametrize("case", [pytest.param(c, marks=pytest.mark.xfail(
-    strict=True, reason=NO_KERNEL_CHECKS_BUG)) for c in UNCHECKED])
-def test_without_default_permissions_the_daemon_enforces_modes_and_owners(user_world, case):
-    """The contract's "mode bits and ownership are kept and enforced" does not say "only
-    with default_permissions"; as procs/ shows, the daemon knows every caller's uid."""
+@pytest.mark.parametrize("case", list(UNCHECKED))
+def test_a_non_root_mount_given_allow_other_alone_enforces_modes_and_owners(user_world, case):
+    """The contract's "mode bits and ownership are kept and enforced" holds whoever mounts:
+    ipcfs adds default_permissions even when not asked for it."""
     make, attempt, code = UNCHECKED[case]
     assert all(r.status == OK for r in make(user_world.actors[OWNER]))
     assert attempt(user_world.actors[OTHER]).status == code

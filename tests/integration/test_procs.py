@@ -10,10 +10,10 @@ Every actor whose pid matters is a separate process (an agent driven over a pipe
 process itself plays the parent P where a parent is needed. A waiter is known to be parked
 when the inbox's .status shows it; every blocking step has a deadline.
 
-Privacy runs twice: with the daemon's own checks alone (the daemon started with a non-root
-effective uid, so it adds no default_permissions; allow_other lets other uids in) and with
-allow_other,default_permissions (what a root mount has by default), where the kernel checks
-the inbox's mode 0700 first."""
+Privacy runs twice, on mounts other uids reach (allow_other): the daemon started by root,
+and started with a non-root effective uid. Both have default_permissions (ipcfs always
+adds it), so the kernel checks the inbox's mode 0700 first and the daemon's rules decide
+what the mode lets through (same uid, not a descendant)."""
 import errno
 import os
 import select
@@ -180,8 +180,7 @@ def fuse_options(m):
 
 def run_daemon_without_root(tmp_path, monkeypatch):
     """Makes the next Mount start ipcfs with a non-root effective uid (real uid still 0, so
-    fusermount3 accepts allow_other), which therefore adds no default_permissions: only the
-    daemon's own checks stand between other users and the inboxes. The daemon keeps
+    fusermount3 accepts allow_other). The daemon keeps
     CAP_DAC_READ_SEARCH to reach its mountpoint in the test's private directory. Such a
     process is not dumpable, which LeakSanitizer needs to stop its threads: leak checking
     (under ASan) is off for this daemon only; the same code is leak-checked in the others."""
@@ -199,20 +198,16 @@ def run_daemon_without_root(tmp_path, monkeypatch):
     monkeypatch.setattr(conftest, "IPCFS_BIN", str(wrapper))
 
 
-@pytest.fixture(params=["daemon_checks", "default_permissions"])
+@pytest.fixture(params=["non_root_daemon", "root_daemon"])
 def shared(request, make_mount, tmp_path, monkeypatch):
-    """A mount other users reach (allow_other): with the daemon's checks alone, or with the
-    kernel's default_permissions as well."""
+    """A mount other users reach (allow_other), made by a daemon with a non-root effective
+    uid (asked for allow_other alone) or by root; default_permissions either way."""
     if os.geteuid() != 0:
         pytest.skip("needs root to run processes as another uid")
-    if request.param == "daemon_checks":
+    if request.param == "non_root_daemon":
         run_daemon_without_root(tmp_path, monkeypatch)
-        m = make_mount(options=("allow_other",))
-        assert "default_permissions" not in fuse_options(m)
-    else:
-        m = make_mount(options=("allow_other", "default_permissions"))
-        assert "default_permissions" in fuse_options(m)
-    assert "allow_other" in fuse_options(m)
+    m = make_mount(options=("allow_other",))
+    assert {"allow_other", "default_permissions"} <= fuse_options(m)
     return m
 
 
@@ -467,12 +462,6 @@ def test_other_user_receives_from_its_own_inbox_and_sends_to_its_own_kind(shared
     assert os.listdir(inbox(m, me)) == []
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "daemon bug: a LOOKUP of a name that is not a control node in procs/P is refused with "
-    "EACCES to callers who may send to P but not browse it (Engine::lookup checks "
-    "checkInboxAccess(browse) before finding the name), so the kernel never sends the "
-    "CREATE / RENAME: a same-uid sender that is not P's descendant cannot drop a file into "
-    "P's inbox (`echo hi > procs/P/note`) nor mv a message into it; expected ok, got EACCES"))
 def test_allowed_sender_drops_a_file_into_an_inbox_and_moves_a_message_into_it(shared, agent):
     m = shared
     alice = agent(uid=NOBODY, cwd=m.path)
@@ -490,15 +479,6 @@ def test_allowed_sender_drops_a_file_into_an_inbox_and_moves_a_message_into_it(s
     assert bob.receive("procs/self/.receive") == b"to be forwarded"
 
 
-@pytest.mark.parametrize("shared", [
-    "daemon_checks",
-    pytest.param("default_permissions", marks=pytest.mark.xfail(strict=True, reason=(
-        "daemon bug: an inbox's owner is fixed when the inbox is first made (ensureInbox "
-        "takes the process's real uid then) and does not follow the process: after a "
-        "process drops from root to nobody, procs/<its pid> stays drwx------ root, so with "
-        "default_permissions the kernel refuses the process its own inbox (EACCES)"),
-        raises=AssertionError))],
-    indirect=True)
 def test_process_that_switched_uid_keeps_its_inbox(shared, agent):
     m = shared
     p = agent()
@@ -513,9 +493,6 @@ def test_process_that_switched_uid_keeps_its_inbox(shared, agent):
     assert p.receive(f"procs/self/from/{peer.pid}") == b"peer"
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "daemon bug: procs/PID keeps the uid the process had when its inbox was first made "
-    "(ensureInbox), not the process's current real uid (stays 0 after setresuid(65534))"))
 def test_inbox_is_owned_by_the_real_uid_of_its_process(mount, agent):
     p = agent()
     st = os.stat(inbox(mount, p.pid))
@@ -744,14 +721,23 @@ def test_recycled_pid_starts_with_an_empty_inbox(mount):
         wait_exit(new)
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "daemon bug: a process instance is told apart by its pid and its start time from "
-    "/proc/PID/stat, which counts clock ticks (10 ms at USER_HZ 100): a process that gets "
-    "the pid of one that started in the same tick is taken for it and gets the messages "
-    "queued for it (expected an empty inbox, got the first process's message)"))
+def kernel_has_pidfs():
+    """Whether pidfds live on pidfs (Linux 6.9 on), where each pid has an inode number of its
+    own: what tells two processes with the same pid apart within one clock tick."""
+    fd = os.pidfd_open(os.getpid())
+    try:
+        fs = subprocess.run(["stat", "-f", "-L", "-c", "%t", f"/proc/{os.getpid()}/fd/{fd}"],
+                            capture_output=True, text=True, timeout=STEP_S)
+        return fs.stdout.strip() == "50494446"
+    finally:
+        os.close(fd)
+
+
 def test_pid_recycled_within_the_tick_its_first_process_started_in_starts_empty(mount):
     if os.geteuid() != 0:
         pytest.skip("needs root to choose the next pid (ns_last_pid)")
+    if not kernel_has_pidfs():
+        pytest.skip("without pidfs only the start time (10 ms ticks) tells processes apart")
     for _ in range(SAME_TICK_TRIES):
         old = start_idle()
         pid = old.pid

@@ -22,9 +22,9 @@ namespace {
 
 class FakeProcessTable final : public ProcessTable {
  public:
-  void spawn(pid_t pid, pid_t parent, uid_t uid, uint64_t startTime = 1) {
+  void spawn(pid_t pid, pid_t parent, uid_t uid, uint64_t instance = 1) {
     std::lock_guard lock(mutex_);
-    procs_[pid] = {ProcessStat{startTime, parent}, ProcessCredentials{uid, uid}};
+    procs_[pid] = {ProcessStat{instance, parent}, ProcessCredentials{uid, uid}};
   }
   void exit(pid_t pid) {
     std::lock_guard lock(mutex_);
@@ -266,11 +266,11 @@ TEST_F(ProcsTest, AReceiverWaitingOnAnExitedProcessGetsEidrm) {
 
 TEST_F(ProcsTest, ARecycledPidStartsWithAnEmptyInbox) {
   constexpr pid_t kPid = 4700;
-  processes_->spawn(kPid, kAlice.pid, 1000, /*startTime=*/10);
+  processes_->spawn(kPid, kAlice.pid, 1000, /*instance=*/10);
   const uint64_t first = inbox(kPid);
   ASSERT_EQ(errnoOf(client_.send(first, "for the first one", kAlice)), 0);
   processes_->exit(kPid);
-  processes_->spawn(kPid, kAlice.pid, 1000, /*startTime=*/20);  // before any reaping
+  processes_->spawn(kPid, kAlice.pid, 1000, /*instance=*/20);  // before any reaping
   const uint64_t second = inbox(kPid);
   ASSERT_NE(second, 0u);
   EXPECT_NE(second, first) << "a new instance, a new inode";

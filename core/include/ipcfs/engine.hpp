@@ -241,7 +241,7 @@ class Engine {
   void destroyMailbox(const MailboxPtr& box, After& after);
 
   // procs/ (engine_procs.cpp). All REQUIRE: mutex_ held.
-  MailboxPtr ensureInbox(pid_t pid, uint64_t startTime, After& after);
+  MailboxPtr ensureInbox(pid_t pid, uint64_t instance, After& after);
   void retireInbox(const MailboxPtr& box, After& after);
   void reapExitedLocked(After& after);
   bool inboxOwnerAlive(const detail::Mailbox& box) const;

@@ -10,10 +10,12 @@
 
 namespace ipcfs {
 
-// A live process instance: its start time tells it apart from a later process that got
-// the same pid.
+// A live process. `instance` tells it apart from a later process that gets the same pid:
+// the pid's pidfs inode number where the kernel has pidfs (Linux 6.9 on; unique for the
+// life of the system), else its start time in clock ticks (two processes that get the same
+// pid within one tick, 10 ms, look alike there).
 struct ProcessStat {
-  uint64_t startTime = 0;
+  uint64_t instance = 0;
   pid_t parent = 0;
 };
 
@@ -30,9 +32,9 @@ class ProcessTable {
   virtual std::optional<ProcessStat> stat(pid_t pid) const = 0;
   virtual std::optional<ProcessCredentials> credentials(pid_t pid) const = 0;
 
-  std::optional<uint64_t> startTime(pid_t pid) const {
+  std::optional<uint64_t> instance(pid_t pid) const {
     auto s = stat(pid);
-    return s ? std::optional<uint64_t>(s->startTime) : std::nullopt;
+    return s ? std::optional<uint64_t>(s->instance) : std::nullopt;
   }
   // `pid`, its parent, grandparent... up to the first process of its pid namespace (or the
   // first one that is gone); empty if `pid` does not live.
