@@ -86,7 +86,9 @@ void opWrite(fuse_req_t req, fuse_ino_t, const char* buf, size_t size, off_t off
 void opFlush(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) noexcept {
   guarded(req, "flush", [&] {
     auto parked = std::make_shared<ParkedRequest>(req);
-    parked->arm(fsOf(req).engine.flush(fi->fh, ParkedRequest::completion<Status>(parked, replyStatus)));
+    // FLUSH carries the thread that closes: an exiting one, if a signal killed its process.
+    const bool killed = exitingBySignal(fuse_req_ctx(req)->pid);
+    parked->arm(fsOf(req).engine.flush(fi->fh, ParkedRequest::completion<Status>(parked, replyStatus), killed));
   });
 }
 

@@ -389,7 +389,7 @@ Result<size_t> Engine::writeNow(Handle& handleRef, std::string_view data, off_t 
   return fail(EBADF);
 }
 
-std::optional<WaiterId> Engine::flush(uint64_t fh, StatusCompletion done) {
+std::optional<WaiterId> Engine::flush(uint64_t fh, StatusCompletion done, bool closerKilled) {
   After after;
   std::optional<WaiterId> parked;
   {
@@ -397,6 +397,18 @@ std::optional<WaiterId> Engine::flush(uint64_t fh, StatusCompletion done) {
     Handle* h = handle(fh);
     if (!h) {
       after.push_back([d = std::move(done)] { d(fail(EBADF)); });
+    } else if (closerKilled && (h->kind == HandleKind::Sender || h->kind == HandleKind::DropIn)) {
+      // Closed by the exit of a process killed by a signal: its close() never ran, so what
+      // it was writing was never sent. Nothing partial is delivered.
+      if (h->kind == HandleKind::Sender) {
+        releaseBytes(h->draft.size());
+        h->draft.clear();
+        h->composing = false;
+      } else if (!h->delivered && !h->discarded) {
+        h->delivered = true;
+        abandonDropIn(*h, after);
+      }
+      after.push_back([d = std::move(done)] { d(Status{}); });
     } else if (h->kind == HandleKind::Sender && h->batch != detail::Batch::None) {
       parked = flushBatch(*h, std::move(done), after);
     } else if (h->kind == HandleKind::Sender && h->composing) {

@@ -161,4 +161,18 @@ bool ProcessTable::descendsFrom(pid_t pid, pid_t ancestor) const {
 
 std::shared_ptr<ProcessTable> systemProcessTable() { return std::make_shared<ProcProcessTable>(); }
 
+bool exitingBySignal(pid_t tid) {
+  constexpr unsigned kPfExiting = 0x4;  // include/linux/sched.h
+  char buf[1024];
+  std::string_view text = readProcFile(tid, "stat", buf);
+  const auto close = text.rfind(')');
+  if (close == std::string_view::npos || close + 2 > text.size()) return false;
+  text.remove_prefix(close + 2);  // field 3 (state)
+  unsigned flags = 0;
+  if (!skipFields(text, 6) || !parseNumber(text, flags) || !(flags & kPfExiting)) return false;  // field 9
+  int exitCode = 0;
+  if (!skipFields(text, 43) || !parseNumber(text, exitCode)) return false;  // field 52
+  return (exitCode & 0x7f) != 0;  // a signal number, as in a wait status
+}
+
 }  // namespace ipcfs

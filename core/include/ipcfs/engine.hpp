@@ -135,7 +135,9 @@ class Engine {
                                 WriteCompletion done);
   // A close() of one descriptor: delivers what was written since the last delivery,
   // waiting for room (or, at capacity 0, for a receiver).
-  std::optional<WaiterId> flush(uint64_t fh, StatusCompletion done);
+  // `closerKilled`: the descriptor is being closed by the exit of a process that a signal
+  // killed; what it was writing is then dropped, not sent.
+  std::optional<WaiterId> flush(uint64_t fh, StatusCompletion done, bool closerKilled = false);
   std::optional<WaiterId> fsync(uint64_t fh, StatusCompletion done);
   void release(uint64_t fh);  // the last close of the open file
   // poll(2) events ready now (POLLIN, POLLOUT, POLLHUP...). A given `notify` is kept

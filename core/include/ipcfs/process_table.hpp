@@ -46,4 +46,9 @@ class ProcessTable {
 // Reads /proc.
 std::shared_ptr<ProcessTable> systemProcessTable();
 
+// Whether thread `tid` is exiting because a signal killed it (from /proc: PF_EXITING and a
+// signal in its exit code). A descriptor closed by such an exit was never close()d by the
+// program: the daemon drops the message it was writing.
+bool exitingBySignal(pid_t tid);
+
 }  // namespace ipcfs
