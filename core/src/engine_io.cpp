@@ -223,6 +223,14 @@ Result<std::pair<struct stat, Opened>> Engine::createNow(Mailbox& box, std::stri
 
 Result<std::pair<struct stat, Opened>> Engine::create(uint64_t parent, std::string_view name, mode_t mode, int flags,
                                                       const Caller& who) {
+  auto result = createUncommitted(parent, name, mode, flags, who);
+  After none;
+  commitSync(none);
+  return result;
+}
+
+Result<std::pair<struct stat, Opened>> Engine::createUncommitted(uint64_t parent, std::string_view name, mode_t mode,
+                                                                 int flags, const Caller& who) {
   std::lock_guard lock(mutex_);
   if (parent == ino::kShm || parent == ino::kSem) return createShmSem(parent, name, mode, flags, who);
   if (isPipesDir(parent)) return createPipe(parent, name, mode, flags, who);
@@ -392,6 +400,8 @@ Result<size_t> Engine::writeNow(Handle& handleRef, std::string_view data, off_t 
 std::optional<WaiterId> Engine::flush(uint64_t fh, StatusCompletion done, bool closerKilled) {
   After after;
   std::optional<WaiterId> parked;
+  std::optional<SegmentSave> save;  // durable mode: shm/ contents to write first
+  StatusCompletion saved;
   {
     std::lock_guard lock(mutex_);
     Handle* h = handle(fh);
@@ -416,10 +426,13 @@ std::optional<WaiterId> Engine::flush(uint64_t fh, StatusCompletion done, bool c
     } else if (h->kind == HandleKind::DropIn && h->written && !h->delivered && !h->discarded) {
       h->delivered = true;
       parked = send(*h, h->dropIn, std::move(done), {}, 0, after);
+    } else if (journal_ && h->kind == HandleKind::Segment && (save = segmentToSave(h->segment))) {
+      saved = std::move(done);
     } else {
       after.push_back([d = std::move(done)] { d(Status{}); });
     }
   }
+  if (save) after.push_back([d = std::move(saved), s = saveSegment(*save)] { d(s); });
   commit(after);
   return parked;
 }
@@ -442,6 +455,7 @@ void Engine::abandonDropIn(Handle& h, After& after) {
 
 void Engine::release(uint64_t fh) {
   After after;
+  std::optional<SegmentSave> save;
   {
     std::lock_guard lock(mutex_);
     auto it = handles_.find(fh);
@@ -506,6 +520,7 @@ void Engine::release(uint64_t fh) {
       }
       case HandleKind::Segment:
       case HandleKind::Semaphore:
+        if (journal_ && h.segment) save = segmentToSave(h.segment);
         releaseShmSem(h);
         break;
       case HandleKind::PipeEnd:
@@ -517,6 +532,7 @@ void Engine::release(uint64_t fh) {
     }
     handles_.erase(fh);
   }
+  if (save) (void)saveSegment(*save);  // nobody to tell if it fails: the next flush tries again
   commit(after);
 }
 

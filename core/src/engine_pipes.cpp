@@ -124,6 +124,13 @@ void inheritGroup(const detail::PipeDir* parent, Node& node, bool isDir) {
 }  // namespace
 
 Result<struct stat> Engine::mknod(uint64_t parent, std::string_view name, mode_t mode, const Caller& who) {
+  Result<struct stat> result = mknodUncommitted(parent, name, mode, who);
+  After none;
+  commitSync(none);
+  return result;
+}
+
+Result<struct stat> Engine::mknodUncommitted(uint64_t parent, std::string_view name, mode_t mode, const Caller& who) {
   std::lock_guard lock(mutex_);
   if (!isPipesDir(parent) || !S_ISFIFO(mode)) return fail(statOf(parent) ? EPERM : ENOENT);
   if (auto ok = validateName(name); !ok) return fail(ok.error());
@@ -140,6 +147,7 @@ Result<struct stat> Engine::mknod(uint64_t parent, std::string_view name, mode_t
   p->fifo = true;
   pipes_.emplace(PipeKey{parent, p->name}, p);
   pipesById_.emplace(p->id, p);
+  if (journal_) journalPut(*p);
   return pipeStat(*p);
 }
 
@@ -157,6 +165,7 @@ Result<struct stat> Engine::mkdirPipes(uint64_t dir, std::string_view name, mode
   d->atime = d->mtime = d->ctime = now();
   pipeDirNames_.emplace(PipeKey{dir, d->name}, d);
   pipeDirs_.emplace(d->id, d);
+  if (journal_) journalPut(*d);
   return pipeDirStat(*d);
 }
 
@@ -168,6 +177,7 @@ Status Engine::rmdirPipes(uint64_t dir, std::string_view name) {
     if (key.first == self) return fail(ENOTEMPTY);
   for (const auto& [key, d] : pipeDirNames_)
     if (key.first == self) return fail(ENOTEMPTY);
+  if (journal_) journalGone(*it->second);
   pipeDirs_.erase(it->second->id);
   pipeDirNames_.erase(it);
   return {};
@@ -209,6 +219,7 @@ Result<std::pair<struct stat, Opened>> Engine::createPipe(uint64_t dir, std::str
   p->atime = p->mtime = p->ctime = now();
   pipes_.emplace(PipeKey{dir, p->name}, p);
   pipesById_.emplace(p->id, p);
+  if (journal_) journalPut(*p);
   auto opened = openPipe(ino::make(ino::Kind::Pipe, p->id), flags);
   if (!opened) return fail(opened.error());
   return std::pair{pipeStat(*p), *opened};
@@ -373,6 +384,7 @@ Result<struct stat> Engine::setattrPipe(uint64_t ino, const AttrChange& change) 
     if (d == pipeDirs_.end()) return fail(ENOENT);
     if (change.size) return fail(EISDIR);
     detail::applyChange(*d->second, change, now());
+    if (journal_) journalPut(*d->second);
     return pipeDirStat(*d->second);
   }
   auto it = pipesById_.find(ino::idOf(ino));
@@ -380,6 +392,7 @@ Result<struct stat> Engine::setattrPipe(uint64_t ino, const AttrChange& change) 
   Pipe& p = *it->second;
   // O_TRUNC on an end and `touch` are accepted: a pipe has no size to change.
   detail::applyChange(p, change, now());
+  if (journal_ && !p.unlinked) journalPut(p);
   return pipeStat(p);
 }
 
@@ -390,6 +403,7 @@ Status Engine::unlinkPipe(uint64_t dir, std::string_view name) {
   // Open ends keep working: a parent that opened both ends, unlinked the name and forked
   // holds an ordinary pipe nobody else can acquire.
   std::shared_ptr<Pipe> p = it->second;
+  if (journal_) journalGone(*p);
   p->unlinked = true;
   pipes_.erase(it);
   const bool open = p->ends[0].state == State::Open || p->ends[1].state == State::Open;
@@ -408,6 +422,7 @@ Status Engine::renamePipe(uint64_t dir, std::string_view name, uint64_t newDir, 
     p->name = to.second;
     p->ctime = now();
     pipes_.emplace(to, p);
+    if (journal_) journalPut(*p);
     return {};
   }
   auto d = pipeDirNames_.find(from);
@@ -425,6 +440,7 @@ Status Engine::renamePipe(uint64_t dir, std::string_view name, uint64_t newDir, 
   moved->name = to.second;
   moved->ctime = now();
   pipeDirNames_.emplace(to, moved);
+  if (journal_) journalPut(*moved);
   return {};
 }
 

@@ -129,8 +129,9 @@ Result<std::pair<struct stat, Opened>> Engine::createShmSem(uint64_t parent, std
     }
     auto seg = std::make_shared<Segment>();
     fill(*seg);
-    segments_.emplace(seg->name, seg);
+    const bool named = segments_.emplace(seg->name, seg).second;
     segmentsById_.emplace(seg->id, seg);
+    if (journal_ && named) journalPut(*seg);
     h->kind = HandleKind::Segment;
     h->segment = seg;
     opened.directIo = false;  // the page cache is the shared memory
@@ -140,8 +141,9 @@ Result<std::pair<struct stat, Opened>> Engine::createShmSem(uint64_t parent, std
     if (semaphores_.contains(name) && (flags & O_EXCL)) return fail(EEXIST);
     auto sem = std::make_shared<Semaphore>();
     fill(*sem);
-    semaphores_.emplace(sem->name, sem);
+    const bool named = semaphores_.emplace(sem->name, sem).second;
     semaphoresById_.emplace(sem->id, sem);
+    if (journal_ && named) journalPut(*sem);
     h->kind = HandleKind::Semaphore;
     h->semaphore = sem;
     st = semaphoreStat(*sem);
@@ -162,6 +164,7 @@ Result<Opened> Engine::openShmSem(uint64_t ino, int flags) {
     if ((flags & O_TRUNC) && (flags & O_ACCMODE) != O_RDONLY && !seg.data.empty()) {
       releaseBytes(seg.data.size());
       seg.data.clear();
+      ++seg.version;
       seg.mtime = seg.ctime = now();
     }
     h->kind = HandleKind::Segment;
@@ -198,6 +201,7 @@ std::optional<WaiterId> Engine::readShmSem(Handle& h, size_t size, off_t offset,
   }
   if (sem.value > 0) {
     --sem.value;
+    if (journal_ && !sem.unlinked) journalPut(sem);
     auto text = std::make_shared<const std::string>(std::to_string(sem.value) + "\n");
     reply(Bytes::slice(text, 0, size));
     return std::nullopt;
@@ -225,6 +229,7 @@ Result<size_t> Engine::writeShmSem(Handle& h, std::string_view data, off_t offse
       seg.data.resize(end);
     }
     seg.data.replace(static_cast<size_t>(offset), data.size(), data);
+    ++seg.version;
     // mtime stays: a changed mtime would make the kernel drop every mapper's pages.
     return data.size();
   }
@@ -243,6 +248,7 @@ Result<size_t> Engine::writeShmSem(Handle& h, std::string_view data, off_t offse
     auto text = std::make_shared<const std::string>(std::to_string(sem.value) + "\n");
     after.push_back([d = std::move(w.onRead), chunk = Bytes::slice(text, 0, w.size)] { d(chunk); });
   }
+  if (journal_ && !sem.unlinked) journalPut(sem);
   for (auto& [fh, notify] : sem.pollers) after.push_back(std::move(notify));
   sem.pollers.clear();
   return data.size();
@@ -265,20 +271,24 @@ Result<struct stat> Engine::setattrShmSem(uint64_t ino, const AttrChange& change
       }
       seg.data.resize(size);
       seg.mtime = t;
+      ++seg.version;
     }
     apply(seg);
+    if (journal_ && !seg.unlinked) journalPut(seg);
     return segmentStat(seg);
   }
   auto it = semaphoresById_.find(ino::idOf(ino));
   if (it == semaphoresById_.end()) return fail(ENOENT);
   // `echo 3 > sem/x` truncates first: accepted, the value is not a size.
   apply(*it->second);
+  if (journal_ && !it->second->unlinked) journalPut(*it->second);
   return semaphoreStat(*it->second);
 }
 
 Status Engine::unlinkShmSem(uint64_t parent, std::string_view name) {
   // Unlinked objects stay alive for their open files and mappings.
   auto forget = [&](auto& byName, auto& byId, uint64_t ino, auto it) {
+    if (journal_) journalGone(*it->second);
     it->second->unlinked = true;
     if (!shmSemOpens_.contains(ino)) {
       if constexpr (std::is_same_v<std::decay_t<decltype(*it->second)>, Segment>) releaseBytes(it->second->data.size());
@@ -309,6 +319,7 @@ Status Engine::renameShmSem(uint64_t parent, std::string_view name, std::string_
     obj->name = std::string(newName);
     obj->ctime = now();
     byName.emplace(obj->name, obj);
+    if (journal_) journalPut(*obj);
     return {};
   };
   return parent == ino::kShm ? move(segments_) : move(semaphores_);

@@ -7,11 +7,12 @@ received to its end exactly once, that nothing was received to its end twice, th
 a receiver was in the middle of comes back with user.ipc.redeliveries counted, and that ids
 and inode numbers stay the same. Other tests: a clean restart keeps everything, and damaged
 state directories are refused with a one-line error."""
-import errno
+import mmap
 import os
 import random
 import select
 import signal
+import stat
 import subprocess
 import threading
 from pathlib import Path
@@ -341,3 +342,75 @@ def test_damaged_or_shared_state_directories_are_refused(tmp_path):
     snapshot.write_bytes(snapshot.read_bytes()[:-5])
     line = start_refused(tmp_path, state, "on-truncated")
     assert "snapshot" in line and "checksum" in line, line
+
+
+def test_semaphores_shm_and_pipe_nodes_survive_kill_9_and_clean_restarts(tmp_path):
+    state = tmp_path / "state"
+    m = mount_on(tmp_path, "first", state)
+    sem, seg = m / "sem" / "items", m / "shm" / "ring"
+    fifo, sub = m / "pipes" / "jobs", m / "pipes" / "sub"
+    fd = os.open(sem, os.O_CREAT | os.O_WRONLY, 0o640)
+    os.write(fd, b"5")
+    os.close(fd)
+    fd = os.open(sem, os.O_RDONLY)
+    assert os.read(fd, 16) == b"4\n"  # one wait
+    os.close(fd)
+    fd = os.open(seg, os.O_CREAT | os.O_RDWR, 0o600)
+    os.ftruncate(fd, 8192)
+    with mmap.mmap(fd, 8192) as mem:
+        mem[100:105] = b"hello"
+        mem.flush()  # msync: durable from here
+    os.close(fd)
+    os.mkfifo(fifo)
+    os.chmod(fifo, 0o620)
+    os.mkdir(sub, 0o750)
+    fd = os.open(sub / "chat", os.O_CREAT | os.O_RDWR, 0o600)  # a duplex pipe
+    os.close(fd)
+    os.rename(sub / "chat", sub / "talk")
+    inodes = {p: os.stat(p).st_ino for p in (sem, seg, fifo, sub, sub / "talk")}
+    kill9(m)
+
+    m = mount_on(tmp_path, "second", state)
+    sem, seg = m / "sem" / "items", m / "shm" / "ring"
+    fifo, sub = m / "pipes" / "jobs", m / "pipes" / "sub"
+    try:
+        assert {p.name: os.stat(p).st_ino for p in (sem, seg, fifo, sub, sub / "talk")} == \
+            {p.name: ino for p, ino in inodes.items()}
+        assert os.getxattr(sem, "user.ipc.value") == b"4"
+        assert os.stat(sem).st_mode & 0o7777 == 0o640
+        data = seg.read_bytes()
+        assert len(data) == 8192 and data[100:105] == b"hello"
+        assert stat.S_ISFIFO(os.stat(fifo).st_mode) and os.stat(fifo).st_mode & 0o7777 == 0o620
+        assert stat.S_ISDIR(os.stat(sub).st_mode) and sorted(os.listdir(sub)) == ["talk"]
+        assert stat.S_ISREG(os.stat(sub / "talk").st_mode)
+        fd = os.open(sem, os.O_WRONLY)
+        os.write(fd, b"2")
+        os.close(fd)
+        fd = os.open(seg, os.O_WRONLY)
+        os.pwrite(fd, b"world", 200)
+        os.close(fd)  # close: durable from here
+        os.rename(m / "sem" / "items", m / "sem" / "slots")
+    finally:
+        m.stop()
+    check_clean_exit(m)
+
+    m = mount_on(tmp_path, "third", state)
+    try:
+        assert os.getxattr(m / "sem" / "slots", "user.ipc.value") == b"6"
+        assert (m / "shm" / "ring").read_bytes()[200:205] == b"world"
+        os.unlink(m / "shm" / "ring")
+        os.unlink(m / "sem" / "slots")
+        os.unlink(m / "pipes" / "jobs")
+        os.unlink(m / "pipes" / "sub" / "talk")
+        os.rmdir(m / "pipes" / "sub")
+    finally:
+        m.stop()
+    check_clean_exit(m)
+
+    m = mount_on(tmp_path, "fourth", state)
+    try:
+        assert [os.listdir(m / d) for d in ("sem", "shm", "pipes")] == [[], [], []]
+        assert os.listdir(state / "shm") == []
+    finally:
+        m.stop()
+    check_clean_exit(m)

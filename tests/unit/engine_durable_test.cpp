@@ -206,6 +206,43 @@ TEST_F(DurableTest, ForwardsRenamesRemovalsAndOwnersAreReplayed) {
   EXPECT_EQ(ca.receive(b), "to forward");
 }
 
+TEST_F(DurableTest, SemaphoresSegmentsAndPipeNodesAreKept) {
+  auto e = open(dir());
+  EngineClient c(*e);
+  auto sem = e->create(ino::kSem, "items", 0640, O_CREAT | O_WRONLY, kAlice);
+  ASSERT_TRUE(sem);
+  ASSERT_EQ(errnoOf(c.write(sem->second.fh, "3")), 0);
+  e->release(sem->second.fh);
+  auto seg = e->create(ino::kShm, "ring", 0600, O_CREAT | O_RDWR, kAlice);
+  ASSERT_TRUE(seg);
+  ASSERT_EQ(errnoOf(c.write(seg->second.fh, "contents", 0)), 0);
+  ASSERT_EQ(errnoOf(c.fsync(seg->second.fh)), 0);
+  ASSERT_EQ(errnoOf(c.write(seg->second.fh, "XX", 0)), 0);  // not synced: not kept
+  ASSERT_TRUE(e->mknod(ino::kPipes, "fifo", S_IFIFO | 0600, kAlice));
+  auto sub = e->mkdir(ino::kPipes, "sub", 0750, kAlice);
+  ASSERT_TRUE(sub);
+  auto duplex = e->create(sub->st_ino, "chat", 0600, O_CREAT | O_RDWR, kAlice);
+  ASSERT_TRUE(duplex);
+  e->release(duplex->second.fh);
+
+  auto after = open(crashCopy(dir()));
+  EngineClient ca(*after);
+  EXPECT_EQ(ca.xattr(sem->first.st_ino, "user.ipc.value"), "3");
+  auto segStat = after->lookup(ino::kShm, "ring");
+  ASSERT_TRUE(segStat);
+  EXPECT_EQ(segStat->st_ino, seg->first.st_ino);
+  EXPECT_EQ(segStat->st_size, 8);
+  auto opened = after->open(segStat->st_ino, O_RDONLY, kAlice);
+  ASSERT_TRUE(opened);
+  EXPECT_EQ(ca.readNow(opened->fh), "contents");
+  after->release(opened->fh);
+  auto fifo = after->lookup(ino::kPipes, "fifo");
+  ASSERT_TRUE(fifo);
+  EXPECT_TRUE(S_ISFIFO(fifo->st_mode));
+  EXPECT_EQ(ca.list(sub->st_ino), std::vector<std::string>{"chat"});
+  e->release(seg->second.fh);
+}
+
 TEST_F(DurableTest, ATruncatedSnapshotIsRefused) {
   {
     auto e = open(dir());

@@ -183,6 +183,9 @@ class Engine {
   // The bodies of setattr and mkdir, which take mutex_; the public calls then commit.
   Result<struct stat> setattrUncommitted(uint64_t ino, const AttrChange& change);
   Result<struct stat> mkdirUncommitted(uint64_t parent, std::string_view name, mode_t mode, const Caller& who);
+  Result<std::pair<struct stat, Opened>> createUncommitted(uint64_t parent, std::string_view name, mode_t mode,
+                                                           int flags, const Caller& who);
+  Result<struct stat> mknodUncommitted(uint64_t parent, std::string_view name, mode_t mode, const Caller& who);
 
   // All REQUIRES: mutex_ held.
   MailboxPtr mailboxByIno(uint64_t ino) const;
