@@ -2,6 +2,8 @@
 // size and byte limits, and which opens are refused.
 #include <gtest/gtest.h>
 
+#include <fmt/format.h>
+
 #include <fcntl.h>
 
 #include <cerrno>
@@ -96,8 +98,9 @@ TEST_F(MailboxSendTest, MessagesAreNamedByTenDigitSequenceNumbers) {
   const uint64_t box = client_.mkdir("a");
   std::vector<std::string> expected;
   for (int i = 1; i <= 12; ++i) {
-    ASSERT_EQ(errnoOf(client_.send(box, "m" + std::to_string(i))), 0);
-    expected.push_back(std::string(8, '0') + (i < 10 ? "0" : "") + std::to_string(i));
+    // (fmt, not "m" + std::to_string(i): GCC 12 -O2 warns falsely on that, bug 105329)
+    ASSERT_EQ(errnoOf(client_.send(box, fmt::format("m{}", i))), 0);
+    expected.push_back(fmt::format("{:010}", i));
   }
   EXPECT_EQ(client_.list(box), expected);
   const uint64_t twelfth = client_.inoOf(box, "0000000012");
