@@ -215,7 +215,7 @@ def start_call(fn):
 
 # A child process that runs commands sent as JSON lines and answers each with a JSON line.
 AGENT = r"""
-import json, os, sys, threading
+import json, os, select, sys, threading
 def reply(**kw):
     sys.stdout.write(json.dumps(kw) + "\n")
     sys.stdout.flush()
@@ -248,17 +248,33 @@ for line in sys.stdin:
             t.start(); t.join()
             tid, data = box[0]
             reply(ok=data.hex(), tid=tid)
+        elif op == "poll":  # is fd readable right now?
+            p = select.poll()
+            p.register(cmd["fd"], select.POLLIN)
+            reply(ok=bool(p.poll(0)))
+        elif op == "call":  # any os function; bytes travel as {"hex": ...}
+            args = [bytes.fromhex(a["hex"]) if isinstance(a, dict) else a for a in cmd["args"]]
+            value = getattr(os, cmd["fn"])(*args)
+            if isinstance(value, bytes):
+                value = {"hex": value.hex()}
+            elif isinstance(value, os.stat_result):
+                value = [value.st_mode, value.st_uid, value.st_gid, value.st_size, value.st_ino]
+            reply(ok=value)
     except OSError as e:
         reply(errno=e.errno)
 """
 
 
 class Agent:
-    """A separate process (its own pid) doing file operations on request."""
+    """A separate process (its own pid) doing file operations on request; optionally as
+    another user (uid = gid = user, no supplementary groups) and in directory cwd (entered
+    as root, so the test's private temp dirs need not be searchable by that user)."""
 
-    def __init__(self):
+    def __init__(self, user=None, cwd=None):
+        ids = {} if user is None else {"user": user, "group": user, "extra_groups": []}
         self.proc = subprocess.Popen([PY, "-c", AGENT], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     cwd=cwd, **ids)
         self.buf = b""
         self.pid = self.reply()["pid"]
         assert self.pid == self.proc.pid
@@ -294,6 +310,11 @@ class Agent:
 
     def kill(self):
         reap(self.proc, timeout=STEP_S)
+        for pipe in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
+            try:
+                pipe.close()
+            except OSError:
+                pass
 
 
 @pytest.fixture
@@ -302,8 +323,8 @@ def agents():
     Applies in the modules that import it: `from ipcfs_helpers import agents`."""
     made = []
 
-    def make():
-        a = Agent()
+    def make(**kwargs):
+        a = Agent(**kwargs)
         made.append(a)
         return a
 
