@@ -4,8 +4,12 @@
 # and prints its one table (kernel anchors, the FUSE floor, Redis and every ipcfs figure
 # with its ratio and target). Stops the daemon and removes the mount point afterwards.
 #
-# Usage: scripts/bench.sh [--quick] [BUILD_DIR]      (BUILD_DIR defaults to build)
+# Usage: scripts/bench.sh [--quick] [--durable] [BUILD_DIR]   (BUILD_DIR defaults to build)
 #   --quick   smoke run of a few seconds with tiny counts (its figures mean nothing)
+#   --durable the durable-mode benchmark of issue 9 instead: BUILD_DIR/bench/ipcfs_durable_bench
+#             starts its own daemons (in memory and --state-dir) in a temporary directory on
+#             /var/tmp (a disk, not tmpfs: set TMPDIR to measure another) and compares
+#             durable send+receive with the in-memory mode and SQLite, and restart times
 # The full run takes about a minute and a half; build first with scripts/build.sh BUILD_DIR
 # (a Release build: scripts/build.sh BUILD_DIR -DCMAKE_BUILD_TYPE=Release).
 set -euo pipefail
@@ -13,10 +17,12 @@ cd "$(dirname "$0")/.."
 
 quick=()
 build=build
+durable=0
 for arg in "$@"; do
   case $arg in
     --quick) quick=(--quick) ;;
-    -h | --help) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --durable) durable=1 ;;
+    -h | --help) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     -*) echo "bench.sh: unknown option $arg" >&2; exit 2 ;;
     *) build=$arg ;;
   esac
@@ -24,6 +30,7 @@ done
 
 ipcfs=$build/fs/ipcfs
 bench=$build/bench/ipcfs_bench
+((durable)) && bench=$build/bench/ipcfs_durable_bench
 for f in "$ipcfs" "$bench"; do
   if [[ ! -x $f ]]; then
     echo "bench.sh: $f not found: build first (scripts/build.sh $build)" >&2
@@ -32,6 +39,21 @@ for f in "$ipcfs" "$bench"; do
 done
 
 is_mounted() { awk -v m="$1" '$5 == m { found = 1 } END { exit !found }' /proc/self/mountinfo; }
+
+if ((durable)); then
+  work=$(mktemp -d -p "${TMPDIR:-/var/tmp}" ipcfs-durable-bench.XXXXXX)
+  cleanup_durable() {
+    local m
+    for m in "$work"/mnt-*; do
+      if is_mounted "$m"; then fusermount3 -u -z "$m" 2>/dev/null || true; fi
+    done
+    rm -rf -- "$work"
+  }
+  trap cleanup_durable EXIT
+  df -hT "$work" | tail -n 1 >&2
+  "$bench" "${quick[@]}" "$(realpath "$ipcfs")" "$work"
+  exit
+fi
 alive() {  # running and not a zombie
   local stat
   stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1

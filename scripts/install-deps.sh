@@ -18,4 +18,5 @@ apt=(apt-get -o DPkg::Lock::Timeout=300)
   attr procps psmisc util-linux coreutils bash stress-ng \
   file mc tmux libglib2.0-bin \
   pcmanfm xvfb x11-utils imagemagick \
-  redis-server libhiredis-dev >/dev/null
+  redis-server libhiredis-dev \
+  libsqlite3-dev >/dev/null

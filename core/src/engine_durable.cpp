@@ -174,9 +174,27 @@ Engine::~Engine() { closeStateDir(); }
 
 struct Engine::LoadContext {
   std::unordered_map<uint64_t, MailboxPtr> boxOf;  // message uid -> its mailbox
+  std::unordered_map<uint64_t, size_t> messagesIn;  // mailbox id -> messages recorded into it
   std::string where;
   uint64_t record = 0;
 };
+
+namespace {
+
+// Counts the messages recorded into each mailbox, so that the indexes are sized once
+// (a million messages rehashed step by step cost more than reading them).
+void countMessages(std::string_view records, std::unordered_map<uint64_t, size_t>& perBox) {
+  (void)durable::forEachRecord(records, [&](const durable::Record& r) {
+    if (r.type == kMessage) {
+      Decoder d(r.body);
+      d.u64();
+      ++perBox[d.u64()];
+    }
+    return durable::Check{};
+  });
+}
+
+}  // namespace
 
 std::expected<std::string, std::string> Engine::openStateDir(const std::string& dir, StateDirOptions options) {
   durable::Journal::Loaded loaded;
@@ -184,6 +202,12 @@ std::expected<std::string, std::string> Engine::openStateDir(const std::string& 
   if (!journal) return std::unexpected(journal.error());
   std::lock_guard lock(mutex_);
   LoadContext ctx;
+  countMessages(loaded.snapshotRecords, ctx.messagesIn);
+  countMessages(loaded.journalRecords, ctx.messagesIn);
+  size_t total = 0;
+  for (const auto& [id, n] : ctx.messagesIn) total += n;
+  ctx.boxOf.reserve(total);
+  messages_.reserve(total);
   auto replay = [&](std::string_view records, std::string where) -> durable::Check {
     ctx.where = std::move(where);
     ctx.record = 0;
@@ -479,6 +503,7 @@ std::expected<void, std::string> Engine::loadRecord(uint8_t type, std::string_vi
       } else {
         box = std::make_shared<Mailbox>();
         box->id = id;
+        if (auto n = ctx.messagesIn.find(id); n != ctx.messagesIn.end()) box->byName.reserve(n->second);
         mailboxesById_.emplace(id, box);
       }
       box->name = name;

@@ -9,15 +9,7 @@
 #   (the bench binary is found beside it: $(dirname PATH_TO_IPCFS)/../bench/ipcfs_bench)
 source "$(dirname -- "${BASH_SOURCE[0]}")/lib/common.sh"
 
-BUILD_DIR=$(dirname -- "$(dirname -- "$IPCFS")")
-BENCH=$BUILD_DIR/bench/ipcfs_bench
-if [[ ! -x $BENCH ]]; then
-    if grep -q '^IPCFS_BENCH:BOOL=OFF' "$BUILD_DIR/CMakeCache.txt" 2>/dev/null; then
-        echo "skip - ipcfs_bench not built (IPCFS_BENCH=OFF)"
-        exit 0
-    fi
-    fatal "ipcfs_bench is built beside ipcfs" "not found or not executable: $BENCH"
-fi
+bench_beside_ipcfs ipcfs_bench
 
 mount_ipcfs bench
 CLEANUP_CHECKS_DAEMON=1

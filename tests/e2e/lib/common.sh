@@ -137,6 +137,19 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
+# ---------------------------------------------------------------- benches ----
+bench_beside_ipcfs() {  # bench_beside_ipcfs NAME : sets BENCH to BUILD/bench/NAME; skips (exit 0) if benches are off
+    local build
+    build=$(dirname -- "$(dirname -- "$IPCFS")")
+    BENCH=$build/bench/$1
+    [[ -x $BENCH ]] && return 0
+    if grep -q '^IPCFS_BENCH:BOOL=OFF' "$build/CMakeCache.txt" 2>/dev/null; then
+        echo "skip - $1 not built (IPCFS_BENCH=OFF)"
+        exit 0
+    fi
+    fatal "$1 is built beside ipcfs" "not found or not executable: $BENCH"
+}
+
 # ------------------------------------------------------------------ mount ----
 mount_ipcfs() {  # mount_ipcfs NAME : mount ipcfs on a fresh /tmp/ipcfs-NAME-mnt.*; sets WORK, MNT, DAEMON_PID
     [[ -x $IPCFS ]] || fatal "ipcfs binary is executable" "not found or not executable: $IPCFS"
