@@ -120,6 +120,7 @@ Result<Opened> Engine::open(uint64_t ino, int flags, const Caller& who) {
         auto h = makeHandle(HandleKind::Sender, box);
         h->batch = batch;
         h->nonblock = nonblock;
+        h->readsReceipts = access == O_RDWR;
         h->openerPid = who.pid;
         opened.fh = addHandle(std::move(h));
         opened.nonseekable = true;
@@ -274,9 +275,14 @@ std::optional<WaiterId> Engine::read(uint64_t fh, size_t size, off_t offset, boo
       result = Bytes::slice(std::make_shared<const std::string>(*h->dropIn->payload), static_cast<size_t>(offset),
                             size);
     } else if (h->kind == HandleKind::Sender) {
-      // Receipts: deliver what was written, then wait for its fate.
-      if (h->composing) {
+      // Receipts: deliver what was written, then wait for its fate; O_NONBLOCK: EAGAIN
+      // while the fate is unknown (the message is sent all the same).
+      if (h->composing && nonblock) {
+        parked = send(*h, draftMessage(*h), [d = std::move(done)](Status s) { d(fail(s ? EAGAIN : static_cast<int>(s.error()))); }, {}, 0, after);
+      } else if (h->composing) {
         parked = send(*h, draftMessage(*h), {}, std::move(done), size, after);
+      } else if (h->lastSentUid != 0 && nonblock && !h->receipt) {
+        after.push_back([d = std::move(done)] { d(fail(EAGAIN)); });
       } else if (h->lastSentUid != 0) {
         parked = parkReceipt(*h, size, done, after);
       } else {
@@ -466,6 +472,7 @@ void Engine::release(uint64_t fh) {
     Handle& h = *it->second;
     switch (h.kind) {
       case HandleKind::Sender:
+        h.box->pollers.erase(fh);
         // Written but never flushed (rare: FLUSH precedes RELEASE): delivered if it fits now.
         if (h.batch != detail::Batch::None)
           (void)flushBatch(h, {}, after);
@@ -550,6 +557,12 @@ Result<unsigned> Engine::poll(uint64_t fh, PollNotify notify) {
   if (h->kind == HandleKind::Semaphore) {
     if (notify) h->semaphore->pollers[fh] = std::move(notify);
     return (h->semaphore->value > 0 || shutDown_ ? kIn : 0u) | kOut;
+  }
+  if (h->kind == HandleKind::Sender && h->readsReceipts) {
+    // Readable when a read would not wait: a receipt is known, or nothing was sent.
+    const bool readable = h->receipt || (h->lastSentUid == 0 && !h->composing) || h->box->removed || shutDown_;
+    if (notify) h->box->pollers[fh] = std::move(notify);
+    return (readable ? kIn : 0u) | kOut;
   }
   if (h->kind != HandleKind::Receiver) return kIn | kOut;
   Mailbox& box = *h->box;

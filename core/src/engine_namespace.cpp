@@ -413,6 +413,9 @@ Status Engine::rename(uint64_t parent, std::string_view name, uint64_t newParent
     if (msg->state == MessageState::Composing) return fail(EBUSY);
     if (from == to && name == newName) return {};
     if (to->byName.contains(std::string(newName))) return fail(EEXIST);
+    // Forwarding is a non-blocking send into the target: refused while it is full (at
+    // capacity 0, unless a receiver waits), like an O_NONBLOCK send.
+    if (from != to && !(to->senders.empty() && (hasRoom(*to) || !to->receivers.empty()))) return fail(EAGAIN);
 
     if (from == to) {
       from->byName.erase(it);

@@ -249,6 +249,7 @@ void Engine::settleReceipt(const detail::Message& msg, std::string line, After& 
     return;
   }
   h->receipt = std::move(line);
+  wakePollers(*h->box, after);  // a poll on the sender's .send now sees it readable
 }
 
 std::optional<WaiterId> Engine::parkReceipt(Handle& h, size_t size, ReadCompletion& done, After& after,

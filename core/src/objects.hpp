@@ -230,6 +230,7 @@ struct Handle {
   // writes fail with this errno until close or fsync, so that the rest never becomes a
   // message of its own.
   int refusedUntilFlush = 0;
+  bool readsReceipts = false;  // Sender opened O_RDWR: reads return receipts, poll tracks them
   pid_t openerPid = 0;
   pid_t writerPid = 0;
   uid_t writerUid = 0;

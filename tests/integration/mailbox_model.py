@@ -524,10 +524,11 @@ class Model:
             raise Refused(errno.EBUSY)  # still being written
         if dst.taken(new):
             raise Refused(errno.EEXIST)
+        # Forwarded: to the tail of the target's queue, seq kept; refused while the target
+        # is full, like a non-blocking send (no receiver ever waits in the model).
+        if src is not dst and not dst.has_room():
+            raise Refused(errno.EAGAIN)
         m.name = new
-        # Forwarded: to the tail of the target's queue, seq kept. The contract gives no
-        # errno for a full target: the daemon takes it, as it keeps the queue when the
-        # capacity is lowered below it.
         if src is not dst:
             src.queue.remove(m)
             dst.queue.append(m)

@@ -965,3 +965,22 @@ def test_daemon_keeps_serving_after_many_refused_sends(make_mount):
         send(box, b"%d" % i * 3000)
         assert receive_nowait(box) == b"%d" % i * 3000
     assert field(m.path, "bytes") == "0"
+
+
+# ---------------------------------------------------------------- forwarding into a full mailbox
+
+def test_mv_into_a_full_mailbox_is_refused_with_eagain_and_changes_nothing(mount):
+    """Forwarding is a non-blocking send into the target: refused while it is full."""
+    src, dst = mount / "mailboxes" / "fwd-src", mount / "mailboxes" / "fwd-dst"
+    src.mkdir()
+    dst.mkdir()
+    set_capacity(dst, 1)
+    send(src, b"to forward")
+    send(dst, b"fills it")
+    before_src, before_dst = snapshot(mount, src), snapshot(mount, dst)
+    expect_errno(errno.EAGAIN, os.rename, src / "0000000001", dst / "forwarded")
+    assert_unchanged(mount, src, before_src)
+    assert_unchanged(mount, dst, before_dst)
+    assert receive_nowait(dst) == b"fills it"
+    os.rename(src / "0000000001", dst / "forwarded")  # room again
+    assert receive_nowait(dst) == b"to forward"

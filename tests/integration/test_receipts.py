@@ -8,6 +8,7 @@ separate processes so that pids matter; a receiver is known to be blocked when .
 it in receivers_waiting, and every blocking step has a deadline."""
 import errno
 import os
+import select
 import signal
 import subprocess
 import time
@@ -380,3 +381,20 @@ def test_concurrent_receipt_senders_each_learn_their_own_receiver(mailbox, agent
     finally:
         for fd in fds:
             os.close(fd)
+
+
+# ---------------------------------------------------------------- O_NONBLOCK and poll
+
+def test_a_nonblocking_receipt_read_says_eagain_until_the_fate_is_known(mailbox):
+    fd = os.open(mailbox / ".send", os.O_RDWR | os.O_NONBLOCK)
+    try:
+        os.write(fd, b"tracked")
+        with pytest.raises(BlockingIOError):
+            os.read(fd, 100)  # delivers the message, whose fate is not known yet
+        assert field(mailbox, "messages") == "1", "sent all the same"
+        assert select.select([fd], [], [], 0)[0] == [], "poll: not readable while unknown"
+        assert receive_nowait(mailbox) == b"tracked"
+        assert select.select([fd], [], [], STEP_S)[0] == [fd], "poll: readable once known"
+        assert os.read(fd, 100) == f"delivered 1 to {os.getpid()}\n".encode()
+    finally:
+        os.close(fd)
