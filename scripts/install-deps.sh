@@ -19,4 +19,5 @@ apt=(apt-get -o DPkg::Lock::Timeout=300)
   file mc tmux libglib2.0-bin \
   pcmanfm xvfb x11-utils imagemagick \
   redis-server libhiredis-dev \
+  clang-22 libclang-rt-22-dev llvm-22 \
   libsqlite3-dev >/dev/null
