@@ -357,9 +357,7 @@ Result<size_t> Engine::writeNow(Handle& handleRef, std::string_view data, off_t 
   if (h->kind == HandleKind::Sender) {
     if (h->box->removed) return fail(EIDRM);
     // An over-long or unaffordable message is dropped whole; the next write starts anew.
-    if (h->refusedUntilFlush) return fail(h->refusedUntilFlush);
     auto dropDraft = [&](int err) {
-      if (h->composing) h->refusedUntilFlush = err;
       releaseBytes(h->draft.size());
       h->draft.clear();
       h->composing = false;
@@ -413,7 +411,6 @@ std::optional<WaiterId> Engine::flush(uint64_t fh, StatusCompletion done, bool c
   {
     std::lock_guard lock(mutex_);
     Handle* h = handle(fh);
-    if (h) h->refusedUntilFlush = 0;  // a close or fsync ends the refused message
     if (!h) {
       after.push_back([d = std::move(done)] { d(fail(EBADF)); });
     } else if (closerKilled && (h->kind == HandleKind::Sender || h->kind == HandleKind::DropIn)) {

@@ -225,11 +225,6 @@ struct Handle {
   std::string draft;
   bool composing = false;
   bool nonblock = false;  // O_NONBLOCK as of the last read or write (FLUSH does not carry flags)
-  // Sender: a write failed after earlier writes of the same message (the kernel splits a
-  // write of more than 1 MiB, so the rest of a too-long write arrives as further writes):
-  // writes fail with this errno until close or fsync, so that the rest never becomes a
-  // message of its own.
-  int refusedUntilFlush = 0;
   bool readsReceipts = false;  // Sender opened O_RDWR: reads return receipts, poll tracks them
   pid_t openerPid = 0;
   pid_t writerPid = 0;

@@ -95,7 +95,6 @@ class Handle:
     box: Box
     w: int
     draft: bytes | None = None  # send: the message being composed
-    refused: int = 0  # send: the errno further writes get until close or fsync
     msg: Msg | None = None  # drop: the file; receive: the message being read
     offset: int = 0  # receive: into msg; drop: the file position
     at_end: bool = False  # receive: the next read returns the end of message
@@ -186,7 +185,6 @@ class Model:
 
     def flush(self, hd):
         """close() and fsync(): deliver what was written since the last delivery."""
-        hd.refused = 0
         if hd.kind == "send" and hd.draft is not None:
             msg = Msg("", hd.draft, hd.w, self.uids[hd.w])
             hd.draft = None
@@ -257,16 +255,12 @@ class Model:
         if hd.kind == "send":
             if hd.box.removed:
                 raise Refused(errno.EIDRM)
-            if hd.refused:
-                raise Refused(hd.refused)
             draft = hd.draft or b""
             too_long = len(draft) + len(data) > hd.box.max_size
             if too_long or not hd.box.has_room():
-                # The whole message being composed is dropped; if part of it had been
-                # written, so is the rest of it: further writes fail the same way until
-                # close or fsync (README, "Errors": EFBIG).
+                # The whole message being composed is dropped; the next write starts a
+                # new one (contract, "Mailboxes": max_msg_size).
                 code = errno.EFBIG if too_long else errno.EAGAIN
-                hd.refused = code if hd.draft is not None else 0
                 hd.draft = None
                 raise Refused(code)
             hd.draft = draft + data

@@ -152,26 +152,6 @@ def test_receivers_killed_mid_message_leave_it_for_the_next(mount, mailbox):
     assert_consistent(mount.path)
 
 
-def test_the_rest_of_a_too_long_write_never_becomes_a_message(mount, mailbox):
-    """A 2 MiB write to .send (max_msg_size 1 MiB): the kernel splits it, takes the first
-    piece and reports a short write; a program that writes the rest (as write-all loops and
-    buffered I/O do) gets EFBIG until it closes, and nothing is sent."""
-    fd = os.open(mailbox / ".send", os.O_WRONLY)
-    try:
-        data = os.urandom(2 << 20)
-        n = os.write(fd, data)
-        assert 0 < n < len(data)
-        with pytest.raises(OSError) as refused:
-            os.write(fd, data[n:])
-        assert refused.value.errno == errno.EFBIG
-    finally:
-        os.close(fd)
-    assert os.listdir(mailbox) == []
-    send(mailbox, b"the next message")
-    assert drain(mailbox) == [b"the next message"]
-    assert read_status(mount.path)["bytes_held"] == "0"
-
-
 # ---------------------------------------------------------------- racing namespace changes
 
 def test_opens_and_closes_race_rmdir_and_rename_of_the_same_mailbox(mount):

@@ -43,33 +43,5 @@ TEST_F(FaultsTest, ADropInWriterKilledMidFileFreesTheName) {
   EXPECT_EQ(client_.rootStatusValue("bytes_held"), "0");
 }
 
-// The kernel splits a write of more than 1 MiB into several: when a later piece fails, the
-// rest must not become a message of its own.
-TEST_F(FaultsTest, AfterAFailedPieceOfAMessageWritesAreRefusedUntilClose) {
-  const uint64_t box = client_.mkdir("a");
-  const uint64_t fh = client_.openSend(box);
-  const std::string piece(600 * 1024, 'x');  // two of them pass the 1 MiB max_msg_size
-  ASSERT_EQ(errnoOf(client_.write(fh, piece)), 0);
-  EXPECT_EQ(errnoOf(client_.write(fh, piece)), EFBIG);
-  EXPECT_EQ(errnoOf(client_.write(fh, "the rest")), EFBIG) << "refused until close";
-  ASSERT_EQ(errnoOf(client_.flush(fh)), 0);
-  EXPECT_EQ(client_.list(box), std::vector<std::string>{}) << "nothing sent";
-  ASSERT_EQ(errnoOf(client_.write(fh, "a new message")), 0) << "a close ends the refusal";
-  ASSERT_EQ(errnoOf(client_.flush(fh)), 0);
-  engine_.release(fh);
-  EXPECT_EQ(textOf(client_.receive(box)), "a new message");
-  EXPECT_EQ(client_.rootStatusValue("bytes_held"), "0");
-}
-
-TEST_F(FaultsTest, AFirstWriteThatFailsRefusesNothingAfterIt) {
-  const uint64_t box = client_.mkdir("a");
-  const uint64_t fh = client_.openSend(box);
-  EXPECT_EQ(errnoOf(client_.write(fh, std::string(2 << 20, 'x'))), EFBIG);
-  ASSERT_EQ(errnoOf(client_.write(fh, "fits")), 0) << "nothing was composed: no refusal";
-  ASSERT_EQ(errnoOf(client_.flush(fh)), 0);
-  engine_.release(fh);
-  EXPECT_EQ(textOf(client_.receive(box)), "fits");
-}
-
 }  // namespace
 }  // namespace ipcfs::test
