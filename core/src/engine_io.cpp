@@ -277,7 +277,12 @@ std::optional<WaiterId> Engine::read(uint64_t fh, size_t size, off_t offset, boo
     } else if (h->kind == HandleKind::Sender) {
       // Receipts: deliver what was written, then wait for its fate; O_NONBLOCK: EAGAIN
       // while the fate is unknown (the message is sent all the same).
-      if (h->composing && nonblock) {
+      if (h->batch != detail::Batch::None) {
+        // Batch nodes have no receipts: nothing to report.
+        after.push_back([d = std::move(done)] { d(Bytes::empty()); });
+      } else if (h->lastSentUid != 0 && !h->composing && !h->receipt && h->box->removed) {
+        after.push_back([d = std::move(done)] { d(fail(EIDRM)); });  // no fate will come now
+      } else if (h->composing && nonblock) {
         parked = send(*h, draftMessage(*h), [d = std::move(done)](Status s) { d(fail(s ? EAGAIN : static_cast<int>(s.error()))); }, {}, 0, after);
       } else if (h->composing) {
         parked = send(*h, draftMessage(*h), {}, std::move(done), size, after);

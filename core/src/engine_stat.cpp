@@ -35,6 +35,23 @@ void setTimes(struct stat& st, const timespec& a, const timespec& m, const times
 
 const timespec kStartTime = now();
 
+// A name in a `key: value` line: names may hold any byte but '/' and NUL, so a newline (and
+// the backslash that escapes it) is escaped, C-style, to keep one line per key.
+std::string statusEscaped(std::string_view name) {
+  std::string out;
+  out.reserve(name.size());
+  for (char c : name) {
+    if (c == '\\') {
+      out += "\\\\";
+    } else if (c == '\n') {
+      out += "\\n";
+    } else {
+      out += c;
+    }
+  }
+  return out;
+}
+
 }  // namespace
 
 struct stat Engine::fixedDirStat(uint64_t ino) const {
@@ -138,7 +155,7 @@ std::string Engine::renderMailboxStatus(const Mailbox& box) const {
   return fmt::format(
       "id: {}\nname: {}\nmessages: {}\nbytes: {}\ncapacity: {}\npolicy: {}\nbound: {}\nmax_msg_size: {}\n"
       "receivers_waiting: {}\nsenders_waiting: {}\nreceipts_waiting: {}\nsent: {}\nreceived: {}\nredelivered: {}\n",
-      box.id, box.name, box.queue.size(), box.queuedBytes,
+      box.id, statusEscaped(box.name), box.queue.size(), box.queuedBytes,
       box.capacity == kUnlimited ? std::string("unlimited") : std::to_string(box.capacity),
       detail::policyName(box.policy), bound.empty() ? "-" : bound, box.maxMsgSize, box.receivers.size(),
       box.senders.size(), box.receipts.size(), box.sent, box.received, box.redelivered);

@@ -29,11 +29,11 @@ namespace ipcfs::fuzz {
     if (!(cond)) ::ipcfs::fuzz::failCheck(__FILE__, __LINE__, #cond, (detail)); \
   } while (0)
 
-// Inputs that would hit a bug already reported are steered around it, so that CI finds new
-// ones; IPCFS_FUZZ_KNOWN_BUGS=1 lifts that (crashes/ holds inputs that then reproduce them).
-inline bool knownBugsToo() {
-  static const bool on = std::getenv("IPCFS_FUZZ_KNOWN_BUGS") != nullptr;
-  return on;
+// How .status writes a name: a backslash and a newline escaped C-style (one line per key).
+inline std::string statusEscaped(std::string_view name) {
+  std::string out;
+  for (char c : name) out += c == '\\' ? std::string("\\\\") : c == '\n' ? std::string("\\n") : std::string(1, c);
+  return out;
 }
 
 template <class T>

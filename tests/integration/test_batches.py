@@ -1134,3 +1134,19 @@ def test_bounded_mailbox_stream_of_20k_frames_arrives_exactly_once_in_order(mail
     finally:
         reap(receiver)
         reap(sender)
+
+
+def test_a_read_of_a_batch_send_node_returns_zero_no_receipts(mailbox):
+    """Batch nodes have no receipts: a read of .send-lines opened read-write returns 0 at
+    once, before and after its messages were received, also once the mailbox is gone."""
+    fd = os.open(mailbox / ".send-lines", os.O_RDWR)
+    try:
+        os.write(fd, b"one\ntwo")
+        os.fsync(fd)  # delivers "two" too
+        assert os.read(fd, 100) == b""
+        assert receive_nowait(mailbox) == b"one"
+        os.unlink(mailbox / "0000000002")
+        os.rmdir(mailbox)
+        assert os.read(fd, 100) == b""
+    finally:
+        os.close(fd)

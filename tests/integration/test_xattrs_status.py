@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from ipcfs_helpers import expect_errno, messages, read_status, receive_nowait, send
+from ipcfs_helpers import expect_errno, messages, read_status, receive_nowait, send, status_text
 
 MIB = 1048576
 READ_ONLY_ON_MESSAGE = ("user.ipc.seq", "user.ipc.sender_pid", "user.ipc.redeliveries")
@@ -223,3 +223,11 @@ def test_root_status_counts_mailboxes_messages_and_bytes(mount):
     os.rmdir(b)
     status = read_status(mount.path)
     assert (status["mailboxes"], status["messages"], status["bytes"]) == ("1", "2", "6")
+
+
+def test_status_escapes_a_name_with_a_newline_so_each_key_keeps_one_line(mount):
+    box = mount / "mailboxes" / "x\nid: 7\\"
+    box.mkdir()
+    lines = status_text(box).splitlines()
+    assert "name: x\\nid: 7\\\\" in lines
+    assert [line for line in lines if line.startswith("id: ")] == [f"id: {os.getxattr(box, 'user.ipc.id').decode()}"]
