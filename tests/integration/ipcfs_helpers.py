@@ -113,16 +113,33 @@ def snapshot(mount, box):
     return status_text(box), status_text(mount.path)
 
 
+def _split_open_files(root_status):
+    """The root .status without its open_files line, and that count."""
+    lines = root_status.splitlines()
+    count = next(int(line.split(": ")[1]) for line in lines if line.startswith("open_files: "))
+    return [line for line in lines if not line.startswith("open_files: ")], count
+
+
 def assert_unchanged(mount, box, before):
     """A refused operation changes nothing: the mailbox's and the daemon's .status equal
-    the snapshot taken before it. (The root .status counts open files, whose release
-    follows close() asynchronously: that one is given time to settle.)"""
+    the snapshot taken before it, and it left no file open. (The root .status counts open
+    files, whose release follows close() asynchronously: a release of an earlier close may
+    land after the snapshot, so open_files may only have gone down; it is given time to
+    settle.)"""
     box_before, root_before = before
     assert status_text(box) == box_before
+    rest_before, open_before = _split_open_files(root_before)
+
+    def settled():
+        rest, open_now = _split_open_files(status_text(mount.path))
+        return rest == rest_before and open_now <= open_before
+
     deadline = time.monotonic() + STEP_S
-    while status_text(mount.path) != root_before and time.monotonic() < deadline:
+    while not settled() and time.monotonic() < deadline:
         time.sleep(0.01)
-    assert status_text(mount.path) == root_before
+    rest, open_now = _split_open_files(status_text(mount.path))
+    assert rest == rest_before
+    assert open_now <= open_before, f"open_files went from {open_before} to {open_now}"
 
 
 def expect_errno(code, fn, *args):
