@@ -83,11 +83,16 @@ void opWrite(fuse_req_t req, fuse_ino_t, const char* buf, size_t size, off_t off
 }
 
 // close() and fsync() deliver; they wait while the mailbox is full.
-void opFlush(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) noexcept {
+void opFlush(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) noexcept {
   guarded(req, "flush", [&] {
     auto parked = std::make_shared<ParkedRequest>(req);
     // FLUSH carries the thread that closes: an exiting one, if a signal killed its process.
-    const bool killed = exitingBySignal(fuse_req_ctx(req)->pid);
+    // Only a file that may hold a message being written needs that /proc read; closes of
+    // .receive, pipes, shm/ and sem/ skip it.
+    const auto kind = ino::kindOf(ino);
+    const bool sends = kind == ino::Kind::Send || kind == ino::Kind::SendLines || kind == ino::Kind::SendFrames ||
+                       kind == ino::Kind::Message;
+    const bool killed = sends && exitingBySignal(fuse_req_ctx(req)->pid);
     parked->arm(fsOf(req).engine.flush(fi->fh, ParkedRequest::completion<Status>(parked, replyStatus), killed));
   });
 }
