@@ -18,6 +18,6 @@ apt=(apt-get -o DPkg::Lock::Timeout=300)
   attr procps psmisc util-linux coreutils bash stress-ng \
   file mc tmux libglib2.0-bin \
   pcmanfm xvfb x11-utils imagemagick \
-  redis-server libhiredis-dev \
+  redis-server redis-tools libhiredis-dev iproute2 \
   clang-22 libclang-rt-22-dev llvm-22 \
   libsqlite3-dev >/dev/null
