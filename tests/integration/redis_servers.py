@@ -17,6 +17,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -495,3 +496,118 @@ def namespaces():
         yield ns
     finally:
         ns.delete()
+
+
+# ---------------------------------------------------------------- steps across mounts
+
+STEP_S = 5.0  # one step that should take milliseconds
+# A backend operation that cannot complete must fail within backend_timeout (1 s in these
+# tests) plus this much slack.
+EIO_DEADLINE_S = 5.0
+
+
+class Step:
+    """fn() in a daemon thread, started at once (a faulty daemon may leave a syscall
+    hanging; killing the daemon at teardown frees it). finish(timeout) fails the test if
+    fn is still running then, and returns ("ok", value) or ("err", errno)."""
+
+    def __init__(self, fn, what="step"):
+        self.what = what
+        self.outcome = None
+        self.started = time.monotonic()
+        self.ended = None
+        self.thread = threading.Thread(target=self._run, args=(fn,), daemon=True)
+        self.thread.start()
+
+    def _run(self, fn):
+        try:
+            self.outcome = ("ok", fn())
+        except OSError as e:
+            self.outcome = ("err", e.errno)
+        except BaseException as e:  # noqa: BLE001 - reported by finish()
+            self.outcome = ("raised", repr(e))
+        self.ended = time.monotonic()
+
+    def running(self):
+        return self.thread.is_alive()
+
+    def assert_blocked(self, for_s=0.3):
+        """Still running after for_s seconds (a negative check: nothing waits on it)."""
+        self.thread.join(for_s)
+        assert self.thread.is_alive(), f"{self.what} did not block: {self.outcome}"
+
+    def finish(self, timeout=STEP_S):
+        self.thread.join(timeout)
+        if self.thread.is_alive():
+            pytest.fail(f"{self.what}: still blocked after {timeout}s")
+        assert self.outcome[0] != "raised", f"{self.what} raised {self.outcome[1]}"
+        return self.outcome
+
+    def value(self, timeout=STEP_S):
+        kind, value = self.finish(timeout)
+        if kind == "err":
+            raise OSError(value, f"{self.what}: {os.strerror(value)}")
+        return value
+
+    def elapsed(self):
+        return self.ended - self.started
+
+
+def errno_within(fn, timeout, what):
+    """Runs fn with a deadline; returns (errno or None, seconds taken)."""
+    s = Step(fn, what)
+    kind, value = s.finish(timeout)
+    return (value if kind == "err" else None), s.elapsed()
+
+
+def read_whole_message(fd):
+    chunks = []
+    while True:
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+
+
+def receive_one(box, flags=os.O_RDONLY):
+    """open .receive, take one message to its end, close (blocking unless flags say not)."""
+    fd = os.open(Path(box, ".receive"), flags)
+    try:
+        return read_whole_message(fd)
+    finally:
+        os.close(fd)
+
+
+def start_receive(box, what="receive"):
+    """A blocking receive of one message in a thread (Step)."""
+    return Step(lambda: receive_one(box), what)
+
+
+def check_local_objects(m):
+    """pipes/, shm/ and procs/ of mount m work (they never touch the backend)."""
+    pipe = m / "pipes" / f"p{time.monotonic_ns()}"
+    one = os.open(pipe, os.O_RDWR | os.O_CREAT, 0o600)
+    two = os.open(pipe, os.O_RDWR)
+    try:
+        assert os.write(one, b"over the pipe") == 13
+        assert os.read(two, 100) == b"over the pipe"
+    finally:
+        os.close(one)
+        os.close(two)
+    os.unlink(pipe)
+    seg = m / "shm" / f"s{time.monotonic_ns()}"
+    fd = os.open(seg, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        os.ftruncate(fd, 4096)
+        assert os.pwrite(fd, b"shared", 100) == 6
+        assert os.pread(fd, 6, 100) == b"shared"
+    finally:
+        os.close(fd)
+    os.unlink(seg)
+    inbox = m / "procs" / str(os.getpid())
+    fd = os.open(inbox / ".send", os.O_WRONLY)
+    try:
+        os.write(fd, b"to myself")
+    finally:
+        os.close(fd)
+    assert receive_one(inbox, os.O_RDONLY | os.O_NONBLOCK) == b"to myself"
