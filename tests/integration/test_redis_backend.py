@@ -163,8 +163,13 @@ def test_xattrs_set_on_a_are_read_on_b(two_mounts):
     assert os.getxattr(box_on(b), "user.ipc.max_msg_size") == b"4096"
     names = set(os.listxattr(box_on(b)))
     assert {"user.ipc.capacity", "user.ipc.policy", "user.ipc.max_msg_size", "user.ipc.id"} <= names
+    # A has the mailbox's settings already (it set them): B's change reaches it too
     os.setxattr(box_on(b), "user.ipc.capacity", b"unlimited")
-    assert os.getxattr(box_on(a), "user.ipc.capacity") == b"unlimited"
+    wait_until(lambda: os.getxattr(box_on(a), "user.ipc.capacity") == b"unlimited",
+               timeout=STEP_S, what="B's capacity seen on A")
+    os.setxattr(box_on(b), "user.ipc.policy", b"any")
+    wait_until(lambda: os.getxattr(box_on(a), "user.ipc.policy") == b"any",
+               timeout=STEP_S, what="B's policy seen on A")
 
 
 def test_status_of_a_mailbox_counts_messages_sent_on_the_other_mount(two_mounts):
@@ -706,38 +711,88 @@ def assert_eio_in_time(fn, what):
     assert took < EIO_DEADLINE_S, f"{what}: EIO after {took:.1f}s"
 
 
-def test_redis_stopped_gives_eio_in_time_keeps_local_objects_and_resumes(two_mounts):
-    redis, a, b = two_mounts.redis, two_mounts.a, two_mounts.b
-    box_a = make_box(a)
-    send(box_a, b"queued before")
-    sem_a = make_sem(a)
+@pytest.fixture
+def outage(two_mounts):
+    """Two mounts with a mailbox "box" holding one message, an empty mailbox "empty" and a
+    semaphore "s" at value 2, all seen by both mounts; then Redis is stopped."""
+    a, b = two_mounts.a, two_mounts.b
+    make_box(a)
+    send(box_on(a), b"queued before")
     make_box(a, "empty")
-    blocked_receive = start_receive(box_on(b, "empty"), "blocked receiver on B")
-    blocked_sem = Step(lambda: wait_sem(b / "sem" / "s"), "blocked semaphore waiter on B")
-    blocked_receive.assert_blocked()
-    blocked_sem.assert_blocked(0.05)
+    post(make_sem(a), b"2")
+    for m in (a, b):  # both daemons have looked at everything
+        assert messages(box_on(m)) == ["0000000001"] and os.path.exists(m / "sem" / "s")
+        assert sorted(os.listdir(m / "mailboxes")) == ["box", "empty"]
+    two_mounts.redis.stop()
+    return two_mounts
 
+
+def test_redis_stopped_answers_blocked_receivers_and_semaphore_waiters_with_eio(two_mounts):
+    redis, a, b = two_mounts.redis, two_mounts.a, two_mounts.b
+    make_box(a, "empty")
+    make_sem(a)
+    blocked = [start_receive(box_on(b, "empty"), "blocked receiver on B"),
+               start_receive(box_on(a, "empty"), "blocked receiver on A"),
+               Step(lambda: wait_sem(b / "sem" / "s"), "blocked semaphore waiter on B")]
+    for w in blocked:
+        w.assert_blocked(0.1)
     stopped_at = time.monotonic()
     redis.stop()
-    for waiter in (blocked_receive, blocked_sem):
-        kind, code = waiter.finish(EIO_DEADLINE_S + 5)
-        assert (kind, code) == ("err", errno.EIO), f"{waiter.what} is answered with EIO"
-        assert waiter.ended - stopped_at < EIO_DEADLINE_S, f"{waiter.what} answered late"
+    for w in blocked:
+        assert w.finish(EIO_DEADLINE_S + 5) == ("err", errno.EIO), f"{w.what}: not EIO"
+        assert w.ended - stopped_at < EIO_DEADLINE_S, f"{w.what} answered after {w.ended - stopped_at:.1f}s"
 
-    assert_eio_in_time(lambda: os.mkdir(box_on(a, "new")), "mkdir")
-    assert_eio_in_time(lambda: send(box_on(b), b"lost?"), "send on B")
-    assert_eio_in_time(lambda: receive_nowait(box_on(a)), "receive on A")
-    assert_eio_in_time(lambda: os.listdir(box_on(b)), "listing a mailbox")
-    assert_eio_in_time(lambda: post(b / "sem" / "s", b"1"), "semaphore post")
-    assert_eio_in_time(lambda: os.getxattr(sem_a, "user.ipc.value"), "semaphore value")
-    # a blocking receive started while Redis is down fails too, in time
-    assert_eio_in_time(lambda: receive_one(box_on(b, "empty")), "blocking receive")
 
-    for m in (a, b):
-        assert is_mounted(m.path) and m.proc.poll() is None
+OUTAGE_OPS = {
+    "mkdir": lambda a, b: os.mkdir(box_on(a, "new")),
+    "rmdir": lambda a, b: os.rmdir(box_on(b, "empty")),
+    "send": lambda a, b: send(box_on(b), b"lost?"),
+    "dropin": lambda a, b: send_errno_raise(box_on(a) / "note", b"lost?"),
+    "send-lines": lambda a, b: send_errno_raise(box_on(a) / ".send-lines", b"1\n2\n"),
+    "receive": lambda a, b: receive_nowait(box_on(a)),
+    "blocking receive": lambda a, b: receive_one(box_on(b, "empty")),
+    "receive-lines": lambda a, b: read_batch(box_on(b) / ".receive-lines"),
+    "list mailboxes": lambda a, b: os.listdir(a / "mailboxes"),
+    "list messages": lambda a, b: os.listdir(box_on(b)),
+    "peek": lambda a, b: (box_on(a) / "0000000001").read_bytes(),
+    "set capacity": lambda a, b: set_capacity(box_on(b), 5),
+    "get capacity": lambda a, b: os.getxattr(box_on(a), "user.ipc.capacity"),
+    "semaphore post": lambda a, b: post(b / "sem" / "s", b"1"),
+    "semaphore wait": lambda a, b: wait_sem(a / "sem" / "s"),
+    "semaphore value": lambda a, b: os.getxattr(b / "sem" / "s", "user.ipc.value"),
+    "semaphore create": lambda a, b: make_sem(a, "t"),
+}
+
+
+def read_batch(node):
+    fd = os.open(node, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        return os.read(fd, 65536)
+    finally:
+        os.close(fd)
+
+
+def send_errno_raise(path, data):
+    code = send_errno(path, data, os.O_WRONLY | os.O_CREAT)
+    if code is not None:
+        raise OSError(code, os.strerror(code))
+
+
+@pytest.mark.parametrize("op", sorted(OUTAGE_OPS))
+def test_redis_stopped_fails_backend_operations_with_eio_in_time(outage, op):
+    assert_eio_in_time(lambda: OUTAGE_OPS[op](outage.a, outage.b), op)
+
+
+def test_redis_stopped_leaves_the_mounts_up_with_local_objects_working(outage):
+    for m in (outage.a, outage.b):
         Step(lambda m=m: check_local_objects(m), "local objects").value(STEP_S * 2)
         Step(lambda m=m: (m / ".status").read_bytes(), "root .status").value()
+        assert is_mounted(m.path) and m.proc.poll() is None
 
+
+def test_redis_restarted_on_its_port_everything_resumes(outage):
+    redis, a, b = outage.redis, outage.a, outage.b
+    assert_eio_in_time(lambda: os.mkdir(box_on(a, "again")), "mkdir while Redis is down")
     redis.restart()  # empty: it persisted nothing
 
     def works_again():
@@ -746,11 +801,17 @@ def test_redis_stopped_gives_eio_in_time_keeps_local_objects_and_resumes(two_mou
     wait_until(works_again, timeout=RESUME_DEADLINE_S, interval=0.2, what="mkdir to work again")
     send(box_on(a, "again"), b"after the outage")
     assert Step(lambda: receive_one(box_on(b, "again"))).value() == b"after the outage"
+    r = start_receive(box_on(b, "again"))
+    r.assert_blocked()
+    send(box_on(a, "again"), b"wakes B")
+    assert r.value() == b"wakes B"
     make_sem(b, "t")
     w = Step(lambda: wait_sem(a / "sem" / "t"), "waiter on A after the outage")
     w.assert_blocked()
     post(b / "sem" / "t", b"1")
     assert w.value() == b"0\n"
+    # what Redis lost is gone for both daemons alike
+    assert sorted(os.listdir(a / "mailboxes")) == sorted(os.listdir(b / "mailboxes")) == ["again"]
 
 
 def test_redis_down_at_start_still_mounts_and_works_once_redis_comes(tmp_path, backend_mounts):
