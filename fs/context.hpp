@@ -15,6 +15,7 @@ struct Filesystem {
   Engine engine;
   std::shared_ptr<spdlog::logger> log;  // "fs"; set once the daemon has its final process
   fuse_session* session = nullptr;      // for notifications to the kernel
+  bool sharedBackend = false;           // --backend: other hosts change mailboxes/ and sem/
 };
 
 inline Filesystem& fsOf(fuse_req_t req) { return *static_cast<Filesystem*>(fuse_req_userdata(req)); }

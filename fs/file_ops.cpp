@@ -50,7 +50,7 @@ void opCreate(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, 
     e.ino = st.st_ino;
     e.attr = st;
     e.attr_timeout = attrTimeoutFor(st.st_ino);
-    e.entry_timeout = entryTimeoutFor(st.st_ino);
+    e.entry_timeout = entryTimeoutFor(st.st_ino, fsOf(req).sharedBackend);
     const int sent = opened.nonseekable ? replyCreateStream(req, e, *fi) : fuse_reply_create(req, &e, fi);
     if (sent == -ENOENT) fsOf(req).engine.release(opened.fh);  // creator gone
   });

@@ -13,6 +13,7 @@
 #include <optional>
 
 #include "context.hpp"
+#include "ipcfs/backend.hpp"
 #include "logging.hpp"
 #include "options.hpp"
 #include "process_reaper.hpp"
@@ -83,6 +84,17 @@ int main(int argc, char** argv) {
     if (!loaded) return fail("state_dir: " + loaded.error());
     stateNotes = std::move(*loaded);
   }
+  if (!opts.backend.empty()) {
+    // Made before mounting: a malformed address never gets a mount. An unreachable server
+    // is no reason not to mount: its objects fail with EIO until it is back.
+    ipcfs::RedisOptions redis;
+    redis.timeoutMs = opts.backendTimeoutMs;
+    redis.leaseMs = opts.backendLeaseMs;
+    auto backend = ipcfs::makeRedisBackend(opts.backend, redis);
+    if (!backend) return fail(backend.error());
+    filesystem->engine.useBackend(std::move(*backend));
+    filesystem->sharedBackend = true;
+  }
   const fuse_lowlevel_ops ops = makeOperations();
   fuse_session* se = fuse_session_new(&owner.args, &ops, sizeof ops, filesystem.get());
   if (!se) return 2;  // libfuse has printed the offending option
@@ -112,6 +124,10 @@ int main(int argc, char** argv) {
   }
   // Started after fuse_daemonize: a fork keeps only the forking thread.
   filesystem->engine.startJournal();
+  if (!opts.backend.empty()) {
+    spdlog::info("backend: mailboxes/ and sem/ shared through {}", opts.backend);
+    filesystem->engine.startBackend();
+  }
   std::optional<ProcessReaper> reaper;
   reaper.emplace(filesystem->engine);
 
@@ -134,6 +150,7 @@ int main(int argc, char** argv) {
   reaper.reset();
   filesystem->engine.shutdown();  // answers parked reads before the channel goes away
   filesystem->engine.closeStateDir();  // a final snapshot: the next start reads no journal
+  filesystem->engine.stopBackend();    // what this daemon holds goes back at once
   fuse_session_unmount(se);
   fuse_remove_signal_handlers(se);
   fuse_session_destroy(se);

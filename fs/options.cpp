@@ -22,9 +22,16 @@ const char* const kUsage =
     "       state_dir=DIR         durable mode: keep mailboxes, messages, semaphores, shm/ and\n"
     "                             pipes/ nodes in DIR across restarts and crashes\n"
     "       journal_size=N        with state_dir: journal size that triggers a snapshot (default 64M)\n"
+    "       backend=redis://HOST:PORT[,HOST:PORT...]\n"
+    "                             share mailboxes/ and sem/ with every ipcfs on the same Redis\n"
+    "                             (several addresses: the seeds of a Redis Cluster)\n"
+    "       backend_timeout=MS    a backend operation fails with EIO after this (default 1000)\n"
+    "       backend_lease=MS      a message held by a daemon that died is delivered again\n"
+    "                             after this (default 5000)\n"
     "       allow_other, auto_unmount, ... (FUSE options; default_permissions is always\n"
     "       on, and allow_other too as root)\n"
     "  --state-dir DIR        the same as -o state_dir=DIR\n"
+    "  --backend URL          the same as -o backend=URL\n"
     "  --log-level LEVEL      trace, debug, info, warn, error, off (default info)\n"
     "  -h, --help             this text\n"
     "  -V, --version          version\n";
@@ -100,6 +107,18 @@ std::expected<std::string, std::string> takeOwnMountOptions(std::string_view lis
       auto v = parseSize(opt.substr(13));
       if (!v || *v == 0) return std::unexpected("journal_size: bad value '" + std::string(opt.substr(13)) + "'");
       out.journalSize = *v;
+    } else if (opt.starts_with("backend=")) {
+      out.backend = std::string(opt.substr(8));
+      if (out.backend.empty()) return std::unexpected("backend: no address given");
+    } else if (opt.starts_with("backend_timeout=") || opt.starts_with("backend_lease=")) {
+      const bool timeout = opt.starts_with("backend_timeout=");
+      std::string_view v = opt.substr(opt.find('=') + 1);
+      uint32_t ms = 0;
+      auto [end, ec] = std::from_chars(v.data(), v.data() + v.size(), ms);
+      if (ec != std::errc{} || end != v.data() + v.size() || ms < 50 || ms > 3600000)
+        return std::unexpected(std::string(timeout ? "backend_timeout" : "backend_lease") + ": bad value '" +
+                               std::string(v) + "' (milliseconds, 50 to 3600000)");
+      (timeout ? out.backendTimeoutMs : out.backendLeaseMs) = ms;
     } else if (!opt.empty()) {
       if (!rest.empty()) rest += ',';
       rest += opt;
@@ -129,6 +148,9 @@ std::expected<DaemonOptions, std::string> parseDaemonOptions(int argc, char** ar
       auto dir = stateDirPath(**v);
       if (!dir) return std::unexpected(dir.error());
       out.stateDir = *dir;
+    } else if (auto address = longOption(argc, argv, i, "--backend")) {
+      if (!*address || (*address)->empty()) return std::unexpected("--backend needs an address (redis://HOST:PORT)");
+      out.backend = std::string(**address);
     } else if (a == "-o" || (a.starts_with("-o") && a.size() > 2)) {
       std::string_view list;
       if (a == "-o") {
@@ -153,6 +175,8 @@ std::expected<DaemonOptions, std::string> parseDaemonOptions(int argc, char** ar
       return std::unexpected("unknown option '" + std::string(a) + "' (try --help)");
     }
   }
+  if (!out.backend.empty() && !out.stateDir.empty())
+    return std::unexpected("backend and state_dir do not go together: with a backend, Redis keeps the state");
   return out;
 }
 

@@ -19,6 +19,9 @@ struct DaemonOptions {
   std::string mountpoint;
   std::string stateDir;  // durable mode when set (absolute: the daemon changes to / when it forks)
   uint64_t journalSize = uint64_t{64} << 20;  // a snapshot is written once the journal is this big
+  std::string backend;            // redis://HOST:PORT[,HOST:PORT...]: mailboxes/ and sem/ shared there
+  uint32_t backendTimeoutMs = 1000;  // a backend call fails with EIO after this
+  uint32_t backendLeaseMs = 5000;    // a claim of a daemon that died comes back after this
   std::vector<std::string> fuseArgs;  // argv for libfuse, argv[0] first
 };
 

@@ -36,11 +36,15 @@ inline double attrTimeoutFor(uint64_t ino) {
 
 // procs/PID names a process instance that may exit and whose pid may be reused, and
 // procs/PID/from/Q exists only while Q lives or has messages there: looked up every time.
-inline double entryTimeoutFor(uint64_t ino) {
+// With a shared backend, another host may remove, rename or make a mailbox or semaphore:
+// their names are kept for a second only.
+inline double entryTimeoutFor(uint64_t ino, bool sharedBackend) {
   const auto kind = ino::kindOf(ino);
   const bool changesBehindOurBack = kind == ino::Kind::Message || kind == ino::Kind::IdLink ||
                                     kind == ino::Kind::Inbox || kind == ino::Kind::From;
-  return changesBehindOurBack ? 0.0 : kStableEntryTimeout;
+  if (changesBehindOurBack) return 0.0;
+  if (sharedBackend && (kind == ino::Kind::Mailbox || kind == ino::Kind::Semaphore)) return kMailboxAttrTimeout;
+  return kStableEntryTimeout;
 }
 
 // Every error reply goes through here, so .metrics counts errors by errno.
@@ -55,7 +59,7 @@ inline void replyEntry(fuse_req_t req, const struct stat& st) {
   e.ino = st.st_ino;
   e.attr = st;
   e.attr_timeout = attrTimeoutFor(st.st_ino);
-  e.entry_timeout = entryTimeoutFor(st.st_ino);
+  e.entry_timeout = entryTimeoutFor(st.st_ino, fsOf(req).sharedBackend);
   fuse_reply_entry(req, &e);
 }
 

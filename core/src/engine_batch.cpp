@@ -115,7 +115,7 @@ std::optional<WaiterId> Engine::writeBatch(Handle& h, std::string_view data, boo
   size_t entered = 0;
   // All that fit enter before any receiver is served: a waiting batch reader gets the
   // write's lines together.
-  while (!msgs.empty() && box.senders.empty() && hasRoom(box)) {
+  while (!box.remote && !msgs.empty() && box.senders.empty() && hasRoom(box)) {
     MessagePtr msg = std::move(msgs.front());
     msgs.pop_front();
     assignSeqAndName(box, *msg);
@@ -139,7 +139,12 @@ std::optional<WaiterId> Engine::writeBatch(Handle& h, std::string_view data, boo
   w.batchTotal = data.size();
   w.leftover = std::move(leftover);
   h.draft.clear();
+  w.nonblock = nonblock;
   const WaiterId id = parkWaiter(box, box.senders, std::move(w));
+  if (box.remote) {  // the remote worker pushes them, and answers
+    requestWake(box);
+    return id;
+  }
   wakePollers(box, after);  // a blocked sender makes .receive* readable at capacity 0
   dispatch(box, after);
   auto mine = std::find_if(box.senders.begin(), box.senders.end(), [&](const Waiter& x) { return x.id == id; });

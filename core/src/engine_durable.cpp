@@ -170,7 +170,10 @@ void encodePipeDir(std::string& out, const detail::PipeDir& d) {
 Engine::Engine(Limits limits, std::shared_ptr<ProcessTable> processes)
     : limits_(limits), processes_(std::move(processes)) {}
 
-Engine::~Engine() { closeStateDir(); }
+Engine::~Engine() {
+  stopBackend();
+  closeStateDir();
+}
 
 struct Engine::LoadContext {
   std::unordered_map<uint64_t, MailboxPtr> boxOf;  // message uid -> its mailbox
@@ -377,7 +380,12 @@ void Engine::awaitConfirmation(const Mailbox& box, const MessagePtr& msg, detail
 }
 
 void Engine::confirmTaken(detail::Handle& h) {
-  for (const auto& msg : h.unconfirmed) journalGone(*msg);
+  for (const auto& msg : h.unconfirmed) {
+    if (msg->remoteSeq)
+      queueRemote({RemoteJob::Kind::Ack, h.box->id, msg->remoteSeq});
+    else
+      journalGone(*msg);
+  }
   h.unconfirmed.clear();
 }
 

@@ -224,6 +224,7 @@ Result<std::pair<struct stat, Opened>> Engine::createNow(Mailbox& box, std::stri
 
 Result<std::pair<struct stat, Opened>> Engine::create(uint64_t parent, std::string_view name, mode_t mode, int flags,
                                                       const Caller& who) {
+  if (backend_ && parent == ino::kSem) return createRemoteSemaphore(name, mode, flags, who);
   auto result = createUncommitted(parent, name, mode, flags, who);
   After none;
   commitSync(none);
@@ -260,7 +261,7 @@ std::optional<WaiterId> Engine::read(uint64_t fh, size_t size, off_t offset, boo
     std::lock_guard lock(mutex_);
     Handle* h = handle(fh);
     if (h) h->nonblock = nonblock;
-    if (h && journal_ && !h->unconfirmed.empty()) confirmTaken(*h);  // the reader got what it read
+    if (h && !h->unconfirmed.empty()) confirmTaken(*h);  // the reader got what it read
     if (!h) {
       result = fail(EBADF);
     } else if (h->kind == HandleKind::Segment || h->kind == HandleKind::Semaphore) {
@@ -311,17 +312,21 @@ std::optional<WaiterId> Engine::read(uint64_t fh, size_t size, off_t offset, boo
       takeNext(*h->box, *h, reader, after);
       result = takeChunk(*h, size, reader, after);
       dispatch(*h->box, after);  // taking made room for blocked senders
-    } else if (nonblock) {
+    } else if (nonblock && !h->box->remote) {
       result = fail(EAGAIN);
     } else {
+      // A shared mailbox's messages are claimed by the remote worker; an O_NONBLOCK read
+      // waits only for its answer.
       Waiter w;
       w.kind = WaitKind::Receive;
       w.fh = fh;
       w.size = size;
       w.pid = reader;
+      w.nonblock = nonblock;
       w.onRead = std::move(done);
       const WaiterId id = parkWaiter(*h->box, h->box->receivers, std::move(w));
       h->parked = id;
+      if (h->box->remote) requestWake(*h->box);
       return id;
     }
   }
@@ -331,6 +336,12 @@ std::optional<WaiterId> Engine::read(uint64_t fh, size_t size, off_t offset, boo
 
 std::optional<WaiterId> Engine::write(uint64_t fh, std::string_view data, off_t offset, bool nonblock,
                                       const Caller& who, WriteCompletion done) {
+  if (backend_) {
+    if (auto posted = postRemoteSemaphore(fh, data)) {
+      done(std::move(*posted));
+      return std::nullopt;
+    }
+  }
   After after;
   Result<size_t> result = fail(EBADF);
   std::optional<WaiterId> parked;
@@ -495,7 +506,7 @@ void Engine::release(uint64_t fh) {
       case HandleKind::Receiver: {
         Mailbox& box = *h.box;
         box.pollers.erase(fh);
-        if (journal_) confirmTaken(h);
+        if (!h.unconfirmed.empty()) confirmTaken(h);
         if (h.parked) {
           // The kernel never releases a file with a read in flight; an engine user might.
           auto w = std::find_if(box.receivers.begin(), box.receivers.end(),
@@ -527,6 +538,7 @@ void Engine::release(uint64_t fh) {
           ++messagesRedelivered_;
           requeueHead(box, msg, after);
           dispatch(box, after);
+          if (box.remote) requestWake(box);  // nobody here took it: it goes back
         }
         break;
       }

@@ -64,6 +64,9 @@ Engine::MailboxPtr Engine::mailboxByIno(uint64_t ino) const {
 }
 
 Result<struct stat> Engine::lookup(uint64_t parent, std::string_view name, const Caller& who) {
+  if (backend_ && (parent == ino::kMailboxes || parent == ino::kById || parent == ino::kSem ||
+                   ino::kindOf(parent) == ino::Kind::Mailbox))
+    refreshIfMissing(parent, name);
   After after;
   Result<struct stat> result = [&]() -> Result<struct stat> {
   std::lock_guard lock(mutex_);
@@ -114,6 +117,9 @@ Result<struct stat> Engine::getattr(uint64_t ino) {
 
 Result<struct stat> Engine::setattr(uint64_t ino, const AttrChange& change) {
   Result<struct stat> result = setattrUncommitted(ino, change);
+  if (result && backend_ && ino::kindOf(ino) == ino::Kind::Mailbox) {
+    if (auto shared = pushSettings(ino); !shared) return fail(shared.error());
+  }
   After none;
   commitSync(none);
   return result;
@@ -192,6 +198,11 @@ Result<std::string> Engine::readlink(uint64_t ino, const Caller& who) {
 Status Engine::readdir(uint64_t ino, uint64_t offset, const std::function<bool(const DirEntry&)>& add,
                        const Caller& who) {
   if (ino == ino::kProcs && offset == 0) reapExited();  // list only live processes
+  if (backend_ && offset == 0) {  // a listing shows what every host made
+    if (ino == ino::kMailboxes || ino == ino::kById) (void)syncRemoteMailboxes();
+    if (ino == ino::kSem) (void)syncRemoteSemaphores();
+    if (ino::kindOf(ino) == ino::Kind::Mailbox) (void)syncRemoteListing(ino::idOf(ino));
+  }
   std::lock_guard lock(mutex_);
   auto self = statOf(ino);
   if (!self) return fail(self.error());
@@ -241,6 +252,7 @@ Status Engine::readdir(uint64_t ino, uint64_t offset, const std::function<bool(c
 }
 
 Result<struct stat> Engine::mkdir(uint64_t parent, std::string_view name, mode_t mode, const Caller& who) {
+  if (backend_ && parent == ino::kMailboxes) return mkdirRemote(name, mode, who);
   Result<struct stat> result = mkdirUncommitted(parent, name, mode, who);
   After none;
   commitSync(none);
@@ -268,6 +280,7 @@ Result<struct stat> Engine::mkdirUncommitted(uint64_t parent, std::string_view n
 }
 
 Status Engine::rmdir(uint64_t parent, std::string_view name) {
+  if (backend_ && parent == ino::kMailboxes) return rmdirRemote(name);
   After after;
   Status result = [&]() -> Status {
     std::lock_guard lock(mutex_);
@@ -327,6 +340,11 @@ void Engine::destroyMailbox(const MailboxPtr& box, After& after) {
 }
 
 Status Engine::unlink(uint64_t parent, std::string_view name, const Caller& who) {
+  if (backend_ && parent == ino::kSem) return unlinkRemoteSemaphore(name);
+  if (backend_ && ino::kindOf(parent) == ino::Kind::Mailbox) {
+    // A listed message of a shared mailbox; anything else (a drop-in being written) is local.
+    if (auto r = unlinkRemoteMessage(parent, name); r || r.error() != std::errc::no_such_file_or_directory) return r;
+  }
   After after;
   Status result = [&]() -> Status {
   std::lock_guard lock(mutex_);
@@ -375,6 +393,7 @@ Status Engine::unlink(uint64_t parent, std::string_view name, const Caller& who)
 Status Engine::rename(uint64_t parent, std::string_view name, uint64_t newParent, std::string_view newName,
                       unsigned flags, const Caller& who) {
   if (flags & ~static_cast<unsigned>(RENAME_NOREPLACE)) return fail(EINVAL);
+  if (backend_ && parent == ino::kMailboxes && newParent == ino::kMailboxes) return renameRemote(name, newName);
   After after;
   Status result = [&]() -> Status {
     std::lock_guard lock(mutex_);
@@ -401,6 +420,9 @@ Status Engine::rename(uint64_t parent, std::string_view name, uint64_t newParent
     auto from = mailboxByIno(parent);
     auto to = mailboxByIno(newParent);
     if (!from || !to) return fail(EPERM);
+    // Moving a message of a shared mailbox: EXDEV, so mv(1) copies it (a send) and removes
+    // the original (rm), which is the same forward in two steps.
+    if (from->remote || to->remote) return fail(EXDEV);
     for (const auto& c : kControlNodes)
       if (c.name == name) return fail(EPERM);
     if ((from->owner != 0 && name == "from") || (to->owner != 0 && newName == "from")) return fail(EPERM);

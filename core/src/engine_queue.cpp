@@ -57,7 +57,9 @@ WaiterId Engine::parkRead(std::list<Waiter>& list, uint64_t fh, size_t size, Rea
   return list.back().id;
 }
 
+// A shared mailbox's room is the backend's to say, when its messages are pushed.
 bool Engine::hasRoom(const Mailbox& box) const {
+  if (box.remote) return true;
   return box.capacity == kUnlimited || box.queue.size() + box.reserved < box.capacity;
 }
 
@@ -134,7 +136,8 @@ const std::shared_ptr<detail::Message>& offeredBy(const Waiter& w) { return w.ki
 // With `from`, only one sent by that process or its descendants counts (procs/P/from/Q):
 // found by a scan, as inboxes hold few messages and from/ is their only filtered reader.
 bool Engine::canTake(const Mailbox& box, pid_t from) const {
-  if (from == 0) return !box.queue.empty() || !box.senders.empty();
+  // A shared mailbox's senders wait to be pushed: they meet receivers only there.
+  if (from == 0) return !box.queue.empty() || (!box.remote && !box.senders.empty());
   for (const auto& [order, msg] : box.queue)
     if (detail::sentBy(*msg, from)) return true;
   for (const auto& w : box.senders)
@@ -203,6 +206,7 @@ void Engine::takeNext(Mailbox& box, Handle& h, pid_t reader, After& after) {
 void Engine::finishTaken(Mailbox& box, const MessagePtr& msg, Handle& h, pid_t reader, After& after) {
   releaseBytes(msg->payload->size());
   if (journal_) awaitConfirmation(box, msg, h);
+  if (msg->remoteSeq) awaitRemoteConfirmation(msg, h);
   ++box.received;
   ++messagesReceived_;
   settleReceipt(*msg, fmt::format("delivered {} to {}\n", msg->seq, reader), after);
@@ -298,6 +302,7 @@ void Engine::enterFromBatch(Mailbox& box, Waiter& w, After& after) {
 
 // Blocked senders enter, in arrival order, while there is room.
 void Engine::admitSenders(Mailbox& box, After& after) {
+  if (box.remote) return;  // the remote worker pushes them
   while (!box.senders.empty() && hasRoom(box)) {
     Waiter& front = box.senders.front();
     if (front.kind == WaitKind::SendBatch) {
@@ -378,6 +383,25 @@ std::optional<WaiterId> Engine::send(Handle& h, MessagePtr msg, StatusCompletion
     return std::nullopt;
   };
   if (box.removed) return refuse(EIDRM);
+  if (box.remote) {
+    // The remote worker pushes it (and answers); a close with nobody to tell (release)
+    // does not wait for room.
+    if (msg->holdsPlace) {
+      msg->holdsPlace = false;
+      --box.reserved;
+    }
+    Waiter w;
+    w.kind = WaitKind::Send;
+    w.fh = h.fh;
+    w.size = readSize;
+    w.nonblock = h.nonblock || (!onStatus && !onRead);
+    w.msg = std::move(msg);
+    w.onStatus = std::move(onStatus);
+    w.onRead = std::move(onRead);
+    const WaiterId id = parkWaiter(box, box.senders, std::move(w));
+    requestWake(box);
+    return id;
+  }
 
   if (msg->holdsPlace || (box.senders.empty() && hasRoom(box))) {
     if (msg->holdsPlace) {

@@ -199,6 +199,17 @@ std::optional<WaiterId> Engine::readShmSem(Handle& h, size_t size, off_t offset,
     reply(Bytes::empty());
     return std::nullopt;
   }
+  if (sem.remote) {  // the remote worker waits in the backend; O_NONBLOCK only for its answer
+    if (shutDown_) {
+      reply(fail(ESHUTDOWN));
+      return std::nullopt;
+    }
+    const WaiterId id = parkRead(sem.waiters, h.fh, size, done);
+    sem.waiters.back().nonblock = nonblock;
+    semWaiterHomes_.emplace(id, &sem);
+    requestSemWake(sem);
+    return id;
+  }
   if (sem.value > 0) {
     --sem.value;
     if (journal_ && !sem.unlinked) journalPut(sem);

@@ -132,6 +132,7 @@ Status Engine::setxattr(uint64_t ino, std::string_view name, std::string_view va
     return fail(contains(kMailboxAttrs, name) ? EPERM : ENOTSUP);
   }();
   commitSync(after);
+  if (result && backend_) return pushSettings(ino);  // every host sees it
   return result;
 }
 

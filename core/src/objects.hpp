@@ -56,6 +56,10 @@ struct Message {
   // Durable mode: the journal holds the whole message; a reader's taking it is on record.
   bool journaled = false;
   bool takenJournaled = false;
+  // --backend: its seq in the shared mailbox (0: a local message) and its redeliveries as
+  // claimed, so that giving it back says whether it was cut short here.
+  uint64_t remoteSeq = 0;
+  uint32_t remoteRedeliveries = 0;
 };
 
 // Batch nodes: .send-lines/.receive-lines (a message per line) and .send-frames /
@@ -75,6 +79,8 @@ struct Waiter {
   uint64_t fh = 0;  // the open file (Receive, Send, Receipt)
   size_t size = 0;  // read size (Receive, Receipt)
   pid_t pid = 0;    // the reader (Receive)
+  // --backend: O_NONBLOCK; parked only until the shared mailbox has answered (EAGAIN then).
+  bool nonblock = false;
   ReadCompletion onRead;      // Receive, Receipt; Send started by a receipt read
   StatusCompletion onStatus;  // Send started by close/fsync
   std::shared_ptr<Message> msg;  // Send: the message waiting to enter
@@ -137,6 +143,15 @@ struct Mailbox {
   // An inbox (procs/PID): the process instance it belongs to. 0 for a mailbox.
   pid_t owner = 0;
   uint64_t ownerInstance = 0;
+
+  // --backend: the queue lives in the backend. `queue` then holds only messages claimed for
+  // receivers here; `senders` holds messages waiting to be pushed (in order).
+  bool remote = false;
+  bool wakeQueued = false;           // a Wake job is pending for it
+  uint32_t waitingRegistered = 0;    // receivers the backend knows wait here
+  // What the backend had queued at the last listing: listed and peekable here, never
+  // received from here (receiving claims from the backend).
+  std::vector<std::shared_ptr<Message>> remoteListing;
 };
 
 // Whether `msg` was sent by `from` or one of its descendants (0 matches every message).
@@ -173,6 +188,8 @@ struct Semaphore {
   timespec atime{}, mtime{}, ctime{};
   uint64_t value = 0;
   bool unlinked = false;
+  bool remote = false;      // --backend: the value lives in the backend
+  bool wakeQueued = false;  // a SemWake job is pending for it
   std::list<Waiter> waiters;               // longest-waiting first
   std::map<uint64_t, PollNotify> pollers;  // by handle
 };

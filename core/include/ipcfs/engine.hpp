@@ -14,7 +14,9 @@
 
 #include <array>
 #include <atomic>
+#include <condition_variable>
 #include <cstdint>
+#include <deque>
 #include <expected>
 #include <functional>
 #include <list>
@@ -24,6 +26,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <unordered_map>
 #include <vector>
 
@@ -34,6 +37,11 @@
 #include "ipcfs/result.hpp"
 
 namespace ipcfs {
+
+class Backend;
+struct BackendEvent;
+struct RemoteMailbox;
+struct RemoteMessage;
 
 namespace durable {
 class Journal;
@@ -169,6 +177,15 @@ class Engine {
   void startJournal();
   // Writes a final snapshot and stops the journal: after shutdown(). ~Engine does it too.
   void closeStateDir();
+
+  // Many hosts (--backend): mailboxes/ and sem/ live in `backend`, shared with every daemon
+  // on it; see engine_remote.cpp. Set before any request (not with a state directory).
+  void useBackend(std::shared_ptr<Backend> backend);
+  // Starts the worker that talks to the backend and the backend's events (after the
+  // daemon forked, like startJournal).
+  void startBackend();
+  // Gives back what this daemon holds and stops the worker: after shutdown(). ~Engine too.
+  void stopBackend();
 
   // Counts an error the adapter returned, by errno, for `.metrics`. Any thread, no lock.
   void recordError(int errnum) noexcept {
@@ -306,6 +323,46 @@ class Engine {
   void shutdownPipes(After& after);
   static void run(After& after);
 
+  // --backend (engine_remote.cpp). Those taking `lock` hold mutex_ through it and release it
+  // around every backend call; the others REQUIRE mutex_ not held unless noted.
+  struct RemoteJob {
+    enum class Kind { Wake, SemWake, Ack, Settings, Namespace, Tick, Down } kind = Kind::Wake;
+    uint64_t id = 0;
+    uint64_t seq = 0;
+  };
+  using Lock = std::unique_lock<std::mutex>;
+  void onBackendEvent(const BackendEvent& e);
+  void queueRemote(RemoteJob job);                  // REQUIRES: mutex_ held
+  void requestWake(detail::Mailbox& box);           // REQUIRES: mutex_ held
+  void requestSemWake(detail::Semaphore& sem);      // REQUIRES: mutex_ held
+  void remoteLoop();
+  void runRemoteJob(const RemoteJob& job, Lock& lock, After& after);
+  void remoteWake(const MailboxPtr& box, Lock& lock, After& after);
+  void pushSenders(const MailboxPtr& box, Lock& lock, After& after);
+  void claimForReceivers(const MailboxPtr& box, Lock& lock, After& after);
+  void giveBackLeftovers(const MailboxPtr& box, Lock& lock);
+  void registerWaiting(const MailboxPtr& box, Lock& lock, bool renew);
+  void remoteTick(Lock& lock, After& after);
+  void remoteSemWake(uint64_t id, Lock& lock, After& after);
+  void failRemoteWaiters(int err, After& after);    // REQUIRES: mutex_ held
+  void injectClaimed(detail::Mailbox& box, RemoteMessage&& rm, After& after);  // REQUIRES: mutex_ held
+  MailboxPtr mirrorMailbox(const RemoteMailbox& rm);  // REQUIRES: mutex_ held
+  void applyRemoteSettings(detail::Mailbox& box, const RemoteMailbox& rm) const;  // REQUIRES: mutex_ held
+  RemoteMailbox remoteRecord(const detail::Mailbox& box) const;  // REQUIRES: mutex_ held
+  Status syncRemoteMailboxes();
+  Status syncRemoteSemaphores();
+  Status syncRemoteListing(uint64_t boxId);
+  void refreshIfMissing(uint64_t parent, std::string_view name);
+  Result<struct stat> mkdirRemote(std::string_view name, mode_t mode, const Caller& who);
+  Status rmdirRemote(std::string_view name);
+  Status renameRemote(std::string_view name, std::string_view newName);
+  Status pushSettings(uint64_t ino);
+  Result<std::pair<struct stat, Opened>> createRemoteSemaphore(std::string_view name, mode_t mode, int flags,
+                                                               const Caller& who);
+  Status unlinkRemoteSemaphore(std::string_view name);
+  std::optional<Result<size_t>> postRemoteSemaphore(uint64_t fh, std::string_view data);
+  Status unlinkRemoteMessage(uint64_t parent, std::string_view name);
+
   // Completing a call (engine_durable.cpp). In memory they run `after` at once; in durable
   // mode only once the records this thread appended during the call are on disk, so nothing
   // is acknowledged before it would survive a crash. REQUIRE: mutex_ not held.
@@ -345,6 +402,8 @@ class Engine {
   // as redelivered, never lost with a reply that did not arrive.
   void awaitConfirmation(const detail::Mailbox& box, const MessagePtr& msg, detail::Handle& h);
   void confirmTaken(detail::Handle& h);
+  // --backend: the same for a claimed message: acknowledged to the backend once confirmed.
+  void awaitRemoteConfirmation(const MessagePtr& msg, detail::Handle& h);
   void journalPut(const detail::Segment& seg);
   void journalGone(const detail::Segment& seg);
   void journalPut(const detail::Semaphore& sem);
@@ -412,6 +471,15 @@ class Engine {
   // any request; the journal serializes its own state (see journal.hpp).
   std::unique_ptr<durable::Journal> journal_;
   std::string record_;  // the record being encoded; GUARDED_BY(mutex_)
+
+  // --backend only (null: everything is local, and no remote code runs). Set once, before
+  // any request.
+  std::shared_ptr<Backend> backend_;
+  std::deque<RemoteJob> remoteJobs_;  // GUARDED_BY(mutex_)
+  std::condition_variable remoteCv_;
+  std::thread remoteWorker_;
+  bool remoteStopping_ = false;  // GUARDED_BY(mutex_)
+  uint64_t remoteAcksLost_ = 0;  // acks whose lease had run out: the message may come twice
 };
 
 }  // namespace ipcfs

@@ -1,0 +1,991 @@
+// Many hosts (--backend): mailboxes/ and sem/ shared through a Backend (Redis).
+//
+// Each daemon keeps a mirror of every shared mailbox (same id, so the same inode numbers and
+// by-id/ names on every host) and of every shared semaphore; the backend keeps the truth:
+// names, settings, queued messages, semaphore values. The engine's semantics stay where they
+// are: open files, partial reads, batches, blocking, EINTR, poll.
+//
+// One worker thread does all the data-path talking to the backend, so no FUSE thread ever
+// waits for it and thousands of waiters cost nothing more:
+//   - a send parks its message in the mirror's `senders` list and the worker pushes it;
+//     no room -> it stays parked (blocking) until a "room" event, or fails EAGAIN;
+//   - a receive with nothing here parks and the worker claims as many messages as there are
+//     receivers waiting, hands them out through the ordinary dispatch, and gives back what
+//     nobody here took; an O_NONBLOCK receive is answered EAGAIN once a claim found nothing;
+//   - a message read to the end is acknowledged when its reader confirms (its next read or
+//     close), exactly as durable mode confirms: a reader that dies first gets it again;
+//   - every lease of a message held here is renewed each tick (a third of the lease), and a
+//     tick retries every parked operation, so a lost event costs at most one tick;
+//   - events from other daemons (through the backend) wake the mirrors concerned.
+// Namespace calls (mkdir, rmdir, rename, settings, listings) are few: they call the backend
+// from the FUSE thread, never with the engine lock held.
+//
+// Lock order: the worker holds mutex_ except around backend calls; it re-checks everything
+// it found before a call after it (the mailbox may be gone, the waiter cancelled).
+#include <fcntl.h>
+
+#include <algorithm>
+#include <cctype>
+#include <cerrno>
+#include <charconv>
+#include <chrono>
+#include <set>
+
+#include <fmt/format.h>
+
+#include "clock.hpp"
+#include "ipcfs/backend.hpp"
+#include "ipcfs/engine.hpp"
+#include "ipcfs/inode.hpp"
+#include "names.hpp"
+#include "objects.hpp"
+
+namespace ipcfs {
+
+using detail::Handle;
+using detail::HandleKind;
+using detail::Mailbox;
+using detail::Message;
+using detail::MessageState;
+using detail::Semaphore;
+using detail::WaitKind;
+using detail::Waiter;
+
+namespace {
+
+// Local inboxes (procs/) take ids above every id the backend gives, so the two never meet
+// (and stay below 2^34: procs/P/from/Q packs an inbox id with a pid into 56 bits).
+constexpr uint64_t kLocalIdBase = uint64_t{1} << 33;
+// A receiving batch node may take many messages per read: claim up to this many for it.
+constexpr size_t kBatchClaim = 64;
+constexpr size_t kMaxClaim = 256;
+// A listing of a shared mailbox shows the first this many queued messages.
+constexpr size_t kListingMax = 10000;
+
+timespec fromNs(int64_t ns) {
+  if (ns <= 0) return now();
+  return timespec{static_cast<time_t>(ns / 1000000000), static_cast<long>(ns % 1000000000)};
+}
+
+int64_t toNs(const timespec& t) { return static_cast<int64_t>(t.tv_sec) * 1000000000 + t.tv_nsec; }
+
+detail::Policy policyFrom(std::string_view s) {
+  if (s == "exclusive") return detail::Policy::Exclusive;
+  if (s == "pair") return detail::Policy::Pair;
+  return detail::Policy::Any;
+}
+
+std::function<void()> failWith(Waiter& w, int err) {
+  return [onRead = std::move(w.onRead), onStatus = std::move(w.onStatus), onWrite = std::move(w.onWrite), err] {
+    if (onRead) onRead(fail(err));
+    if (onStatus) onStatus(fail(err));
+    if (onWrite) onWrite(fail(err));
+  };
+}
+
+int errnoOf(std::errc e) { return static_cast<int>(e); }
+
+// A message as the backend keeps it, made a local one (without its inode number yet).
+std::shared_ptr<Message> fromRemote(RemoteMessage&& rm) {
+  auto msg = std::make_shared<Message>();
+  msg->seq = msg->remoteSeq = rm.seq;
+  msg->name = rm.name.empty() ? fmt::format("{:010}", rm.seq) : std::move(rm.name);
+  msg->payload = std::make_shared<std::string>(std::move(rm.payload));
+  msg->senderPid = static_cast<pid_t>(rm.pid);
+  msg->uid_ = rm.uid;
+  msg->gid = rm.gid;
+  msg->mode = rm.mode ? rm.mode : 0444;
+  msg->atime = msg->mtime = msg->ctime = fromNs(rm.sentNs);
+  msg->redeliveries = msg->remoteRedeliveries = rm.redeliveries;
+  return msg;
+}
+
+}  // namespace
+
+// ---- lifecycle ----
+
+void Engine::useBackend(std::shared_ptr<Backend> backend) {
+  std::lock_guard lock(mutex_);
+  backend_ = std::move(backend);
+  nextMailboxId_ = std::max(nextMailboxId_, kLocalIdBase);
+}
+
+void Engine::startBackend() {
+  if (!backend_) return;
+  remoteWorker_ = std::thread([this] { remoteLoop(); });
+  backend_->listen([this](const BackendEvent& e) { onBackendEvent(e); });
+}
+
+void Engine::stopBackend() {
+  if (!backend_ || !remoteWorker_.joinable()) return;
+  backend_->stop();
+  {
+    std::lock_guard lock(mutex_);
+    remoteStopping_ = true;
+  }
+  remoteCv_.notify_all();
+  remoteWorker_.join();
+  // What this daemon holds goes back now rather than when its lease runs out: read to the
+  // end -> gone; half-read -> back, counted; claimed for nobody -> back.
+  std::vector<std::pair<uint64_t, uint64_t>> acks;
+  std::vector<std::tuple<uint64_t, uint64_t, bool>> back;
+  {
+    std::lock_guard lock(mutex_);
+    for (auto& [fh, h] : handles_) {
+      if (!h->box || !h->box->remote) continue;
+      for (const auto& m : h->unconfirmed)
+        if (m->remoteSeq) acks.emplace_back(h->box->id, m->remoteSeq);
+      h->unconfirmed.clear();
+      if (h->current && h->current->remoteSeq) back.emplace_back(h->box->id, h->current->remoteSeq, true);
+    }
+    for (auto& [id, box] : mailboxesById_)
+      for (auto& [order, m] : box->queue)
+        if (m->remoteSeq) back.emplace_back(id, m->remoteSeq, m->redeliveries > m->remoteRedeliveries);
+    for (const auto& job : remoteJobs_)
+      if (job.kind == RemoteJob::Kind::Ack) acks.emplace_back(job.id, job.seq);
+    remoteJobs_.clear();
+  }
+  for (auto [box, seq] : acks) (void)backend_->ack(box, seq);
+  for (auto [box, seq, redelivered] : back) (void)backend_->giveBack(box, seq, redelivered);
+}
+
+// ---- events and jobs ----
+
+void Engine::onBackendEvent(const BackendEvent& e) {
+  std::lock_guard lock(mutex_);
+  switch (e.kind) {
+    case BackendEvent::Kind::Message:
+    case BackendEvent::Kind::Room:
+      if (auto box = mailboxById(e.id); box && box->remote && (!box->receivers.empty() || !box->senders.empty()))
+        requestWake(*box);
+      break;
+    case BackendEvent::Kind::Settings:
+      queueRemote({RemoteJob::Kind::Settings, e.id, 0});
+      break;
+    case BackendEvent::Kind::Semaphore:
+      if (auto it = semaphoresById_.find(e.id); it != semaphoresById_.end() && !it->second->waiters.empty())
+        requestSemWake(*it->second);
+      break;
+    case BackendEvent::Kind::Namespace:
+      queueRemote({RemoteJob::Kind::Namespace, 0, 0});
+      break;
+    case BackendEvent::Kind::Up:
+      queueRemote({RemoteJob::Kind::Namespace, 0, 0});
+      queueRemote({RemoteJob::Kind::Tick, 0, 0});
+      break;
+    case BackendEvent::Kind::Down:
+      queueRemote({RemoteJob::Kind::Down, 0, 0});
+      break;
+  }
+}
+
+void Engine::queueRemote(RemoteJob job) {
+  if (!backend_ || remoteStopping_) return;
+  remoteJobs_.push_back(job);
+  remoteCv_.notify_one();
+}
+
+void Engine::requestWake(Mailbox& box) {
+  if (box.wakeQueued) return;
+  box.wakeQueued = true;
+  queueRemote({RemoteJob::Kind::Wake, box.id, 0});
+}
+
+void Engine::requestSemWake(Semaphore& sem) {
+  if (sem.wakeQueued) return;
+  sem.wakeQueued = true;
+  queueRemote({RemoteJob::Kind::SemWake, sem.id, 0});
+}
+
+void Engine::remoteLoop() {
+  const auto period = std::chrono::milliseconds(std::max<uint32_t>(backend_->leaseMs() / 3, 50));
+  Lock lock(mutex_);
+  auto nextTick = std::chrono::steady_clock::now() + period;
+  while (!remoteStopping_) {
+    if (remoteJobs_.empty()) remoteCv_.wait_until(lock, nextTick);
+    if (remoteStopping_) break;
+    if (std::chrono::steady_clock::now() >= nextTick) {
+      remoteJobs_.push_back({RemoteJob::Kind::Tick, 0, 0});
+      nextTick = std::chrono::steady_clock::now() + period;
+    }
+    if (remoteJobs_.empty()) continue;
+    const RemoteJob job = remoteJobs_.front();
+    remoteJobs_.pop_front();
+    After after;
+    runRemoteJob(job, lock, after);
+    lock.unlock();
+    run(after);
+    lock.lock();
+  }
+}
+
+void Engine::runRemoteJob(const RemoteJob& job, Lock& lock, After& after) {
+  switch (job.kind) {
+    case RemoteJob::Kind::Wake:
+      if (auto box = mailboxById(job.id); box && box->remote) {
+        box->wakeQueued = false;
+        remoteWake(box, lock, after);
+      }
+      break;
+    case RemoteJob::Kind::SemWake:
+      remoteSemWake(job.id, lock, after);
+      break;
+    case RemoteJob::Kind::Ack: {
+      lock.unlock();
+      auto r = backend_->ack(job.id, job.seq);
+      lock.lock();
+      if (r && !*r) ++remoteAcksLost_;
+      break;
+    }
+    case RemoteJob::Kind::Settings: {
+      lock.unlock();
+      auto rm = backend_->mailbox(job.id);
+      lock.lock();
+      if (auto box = mailboxById(job.id); rm && box && box->remote) {
+        applyRemoteSettings(*box, *rm);
+        if (!box->senders.empty()) requestWake(*box);  // more room, perhaps
+      }
+      break;
+    }
+    case RemoteJob::Kind::Namespace:
+      lock.unlock();
+      (void)syncRemoteMailboxes();
+      (void)syncRemoteSemaphores();
+      lock.lock();
+      break;
+    case RemoteJob::Kind::Tick:
+      remoteTick(lock, after);
+      break;
+    case RemoteJob::Kind::Down:
+      failRemoteWaiters(EIO, after);
+      break;
+  }
+}
+
+// ---- mailboxes: the data path (worker only) ----
+
+void Engine::remoteWake(const MailboxPtr& box, Lock& lock, After& after) {
+  pushSenders(box, lock, after);
+  claimForReceivers(box, lock, after);
+  giveBackLeftovers(box, lock);
+  registerWaiting(box, lock, false);
+}
+
+// Pushes parked messages in order; stops at the first that finds no room (it keeps its
+// place at the front, and those behind it wait behind it).
+void Engine::pushSenders(const MailboxPtr& box, Lock& lock, After& after) {
+  while (!box->senders.empty() && !box->removed) {
+    Waiter w = std::move(box->senders.front());
+    box->senders.pop_front();
+    waiterHomes_.erase(w.id);
+    --sendersWaiting_;
+    MessagePtr msg = w.kind == WaitKind::SendBatch ? w.batch.front() : w.msg;
+    RemoteMessage rm;
+    if (msg->state == MessageState::Composing) rm.name = msg->name;  // a drop-in keeps its name
+    rm.payload = *msg->payload;
+    rm.pid = static_cast<uint32_t>(msg->senderPid);
+    rm.uid = msg->uid_;
+    rm.gid = msg->gid;
+    rm.mode = msg->mode;
+    rm.sentNs = toNs(now());
+    lock.unlock();
+    auto r = backend_->push(box->id, rm);
+    lock.lock();
+    const bool batch = w.kind == WaitKind::SendBatch;
+    auto failSender = [&](int err) {
+      const bool nobodyToTell = !w.onRead && !w.onStatus && !w.onWrite;
+      if (nobodyToTell) ++discarded_;
+      if (batch) {
+        for (const auto& m : w.batch) releaseBytes(m->payload->size());
+        if (w.batchEntered > 0) {  // a short write of what went
+          after.push_back([d = std::move(w.onWrite), n = w.batchEnds[w.batchEntered - 1]] { d(n); });
+          return;
+        }
+      } else {
+        releaseBytes(msg->payload->size());
+        if (msg->state == MessageState::Composing) {
+          if (auto n = box->byName.find(msg->name); n != box->byName.end() && n->second == msg) box->byName.erase(n);
+          messages_.erase(msg->uid);
+        }
+      }
+      after.push_back(failWith(w, err));
+    };
+    if (!r) {
+      failSender(errnoOf(r.error()));
+      continue;
+    }
+    if (!*r) {  // no room
+      if (w.nonblock) {
+        failSender(EAGAIN);
+        continue;
+      }
+      const WaiterId id = w.id;
+      box->senders.push_front(std::move(w));
+      waiterHomes_.emplace(id, box.get());
+      ++sendersWaiting_;
+      break;
+    }
+    msg->seq = (*r)->seq;
+    releaseBytes(msg->payload->size());
+    if (msg->state == MessageState::Composing) {
+      if (auto n = box->byName.find(msg->name); n != box->byName.end() && n->second == msg) box->byName.erase(n);
+      messages_.erase(msg->uid);
+    }
+    msg->name = (*r)->name;
+    ++box->sent;
+    ++messagesSent_;
+    box->mtime = box->ctime = now();
+    wakePollers(*box, after);
+    if (batch) {
+      w.batch.pop_front();
+      ++w.batchEntered;
+      if (w.batch.empty()) {
+        if (Handle* h = handle(w.fh)) h->draft = std::move(w.leftover);
+        after.push_back([d = std::move(w.onWrite), n = w.batchTotal] { d(n); });
+      } else {
+        const WaiterId id = w.id;
+        box->senders.push_front(std::move(w));
+        waiterHomes_.emplace(id, box.get());
+        ++sendersWaiting_;
+      }
+      continue;
+    }
+    Handle* h = handle(w.fh);
+    if (h) {
+      h->lastSentUid = 0;  // its fate is learned on another host: no receipt to wait for
+      h->receipt.reset();
+    }
+    if (w.onStatus) after.push_back([d = std::move(w.onStatus)] { d(Status{}); });
+    if (w.onRead) {
+      auto text = std::make_shared<const std::string>(fmt::format("sent {}\n", msg->seq));
+      after.push_back([d = std::move(w.onRead), chunk = Bytes::slice(text, 0, w.size)] { d(chunk); });
+    }
+  }
+}
+
+// Claims what the receivers parked here can take, hands it out, and answers the
+// non-blocking ones that found nothing.
+void Engine::claimForReceivers(const MailboxPtr& box, Lock& lock, After& after) {
+  if (box->removed || box->receivers.empty()) return;
+  size_t want = 0;
+  std::vector<WaiterId> probes;
+  for (const Waiter& w : box->receivers) {
+    const Handle* h = handle(w.fh);
+    want += h && h->batch != detail::Batch::None ? kBatchClaim : 1;
+    if (w.nonblock) probes.push_back(w.id);
+  }
+  const size_t here = box->queue.size();
+  if (want > here) {
+    lock.unlock();
+    auto claimed = backend_->claim(box->id, std::min(want - here, kMaxClaim));
+    lock.lock();
+    if (!claimed) {
+      for (auto& w : box->receivers) {
+        waiterHomes_.erase(w.id);
+        --receiversWaiting_;
+        if (Handle* h = handle(w.fh)) h->parked.reset();
+        after.push_back(failWith(w, errnoOf(claimed.error())));
+      }
+      box->receivers.clear();
+      return;
+    }
+    if (box->removed) {
+      lock.unlock();
+      for (const auto& m : *claimed) (void)backend_->giveBack(box->id, m.seq, false);
+      lock.lock();
+      return;
+    }
+    for (auto& m : *claimed) injectClaimed(*box, std::move(m), after);
+  }
+  dispatch(*box, after);
+  for (WaiterId id : probes) {
+    auto it = std::find_if(box->receivers.begin(), box->receivers.end(), [&](const Waiter& w) { return w.id == id; });
+    if (it == box->receivers.end()) continue;
+    Waiter w = std::move(*it);
+    box->receivers.erase(it);
+    waiterHomes_.erase(w.id);
+    --receiversWaiting_;
+    if (Handle* h = handle(w.fh)) h->parked.reset();
+    after.push_back(failWith(w, EAGAIN));
+  }
+}
+
+void Engine::injectClaimed(Mailbox& box, RemoteMessage&& rm, After& after) {
+  MessagePtr msg = fromRemote(std::move(rm));
+  msg->uid = nextMessageUid_++;
+  bytesUsed_ += msg->payload->size();  // held here now; its sender's limit was checked where it was sent
+  // A listing entry of the same message steps aside for the message itself.
+  std::erase_if(box.remoteListing, [&](const MessagePtr& l) {
+    if (l->remoteSeq != msg->remoteSeq) return false;
+    box.listed.erase(l->uid);
+    if (auto n = box.byName.find(l->name); n != box.byName.end() && n->second == l) box.byName.erase(n);
+    messages_.erase(l->uid);
+    return true;
+  });
+  enqueueTail(box, msg, after);
+}
+
+// Read to the end (or taken whole by a batch read): acknowledged once its reader confirms
+// it got it (its next read or its close) -- at once if that read was the confirming one.
+void Engine::awaitRemoteConfirmation(const MessagePtr& msg, Handle& h) {
+  if (msg->payload->empty() && h.batch == detail::Batch::None) {
+    queueRemote({RemoteJob::Kind::Ack, h.box->id, msg->remoteSeq});
+    return;
+  }
+  h.unconfirmed.push_back(msg);
+}
+
+// Claimed messages nobody here waits for any more go back to the head of the shared queue.
+void Engine::giveBackLeftovers(const MailboxPtr& box, Lock& lock) {
+  if (!box->receivers.empty() || box->queue.empty()) return;
+  std::vector<std::pair<uint64_t, bool>> back;
+  while (!box->queue.empty()) {
+    MessagePtr msg = box->queue.begin()->second;
+    unqueue(*box, msg);
+    releaseBytes(msg->payload->size());
+    if (msg->remoteSeq) back.emplace_back(msg->remoteSeq, msg->redeliveries > msg->remoteRedeliveries);
+  }
+  lock.unlock();
+  // Given back head first would reverse them: the last goes first, each to the head.
+  for (auto it = back.rbegin(); it != back.rend(); ++it) (void)backend_->giveBack(box->id, it->first, it->second);
+  lock.lock();
+}
+
+// Tells the backend how many receivers wait here (capacity 0 lets senders in for them);
+// `renew` refreshes the registration's deadline.
+void Engine::registerWaiting(const MailboxPtr& box, Lock& lock, bool renew) {
+  uint32_t waiting = 0;
+  if (!box->removed)
+    for (const Waiter& w : box->receivers)
+      if (!w.nonblock) ++waiting;
+  if (waiting == box->waitingRegistered && !(renew && waiting > 0)) return;
+  lock.unlock();
+  auto r = backend_->setWaiting(box->id, waiting);
+  lock.lock();
+  if (r) box->waitingRegistered = waiting;
+}
+
+void Engine::remoteTick(Lock& lock, After& after) {
+  std::map<uint64_t, std::vector<uint64_t>> held;
+  std::vector<MailboxPtr> active;
+  for (auto& [id, box] : mailboxesById_) {
+    if (!box->remote) continue;
+    for (auto& [order, m] : box->queue)
+      if (m->remoteSeq) held[id].push_back(m->remoteSeq);
+    if (!box->receivers.empty() || !box->senders.empty() || box->waitingRegistered > 0) active.push_back(box);
+  }
+  for (auto& [fh, h] : handles_) {
+    if (!h->box || !h->box->remote) continue;
+    if (h->current && h->current->remoteSeq) held[h->box->id].push_back(h->current->remoteSeq);
+    for (const auto& m : h->unconfirmed)
+      if (m->remoteSeq) held[h->box->id].push_back(m->remoteSeq);
+  }
+  std::vector<std::shared_ptr<Semaphore>> semWaiting;
+  for (auto& [id, sem] : semaphoresById_)
+    if (sem->remote && !sem->waiters.empty()) semWaiting.push_back(sem);
+  lock.unlock();
+  for (const auto& [id, seqs] : held) (void)backend_->renew(id, seqs);
+  lock.lock();
+  for (const auto& box : active) {
+    if (box->removed) continue;
+    pushSenders(box, lock, after);
+    claimForReceivers(box, lock, after);
+    giveBackLeftovers(box, lock);
+    registerWaiting(box, lock, true);
+  }
+  for (const auto& sem : semWaiting) remoteSemWake(sem->id, lock, after);
+}
+
+// The backend is unreachable: nobody waits for it (EIO), as every call now fails.
+void Engine::failRemoteWaiters(int err, After& after) {
+  for (auto& [id, box] : mailboxesById_) {
+    if (!box->remote) continue;
+    for (auto* list : {&box->receivers, &box->senders}) {
+      for (auto& w : *list) {
+        waiterHomes_.erase(w.id);
+        if (w.kind == WaitKind::Receive) {
+          --receiversWaiting_;
+          if (Handle* h = handle(w.fh)) h->parked.reset();
+        } else {
+          --sendersWaiting_;
+          if (w.msg) releaseBytes(w.msg->payload->size());
+          for (const auto& m : w.batch) releaseBytes(m->payload->size());
+          if (w.msg && w.msg->state == MessageState::Composing) {
+            if (auto n = box->byName.find(w.msg->name); n != box->byName.end() && n->second == w.msg)
+              box->byName.erase(n);
+            messages_.erase(w.msg->uid);
+          }
+          if (w.kind == WaitKind::SendBatch && w.batchEntered > 0) {
+            after.push_back([d = std::move(w.onWrite), n = w.batchEnds[w.batchEntered - 1]] { d(n); });
+            continue;
+          }
+        }
+        after.push_back(failWith(w, err));
+      }
+      list->clear();
+    }
+    box->waitingRegistered = 0;
+    wakePollers(*box, after);
+  }
+  for (auto& [id, sem] : semaphoresById_) {
+    if (!sem->remote) continue;
+    for (auto& w : sem->waiters) {
+      semWaiterHomes_.erase(w.id);
+      --receiversWaiting_;
+      after.push_back(failWith(w, err));
+    }
+    sem->waiters.clear();
+  }
+}
+
+// ---- mirrors of mailboxes ----
+
+Engine::MailboxPtr Engine::mirrorMailbox(const RemoteMailbox& rm) {
+  auto box = std::make_shared<Mailbox>();
+  box->id = rm.id;
+  box->name = rm.name;
+  box->remote = true;
+  box->atime = box->mtime = box->ctime = fromNs(rm.ctimeNs);
+  applyRemoteSettings(*box, rm);
+  mailboxesById_.emplace(box->id, box);
+  mailboxesByName_.emplace(box->name, box);
+  return box;
+}
+
+void Engine::applyRemoteSettings(Mailbox& box, const RemoteMailbox& rm) const {
+  box.mode = rm.mode & 07777;
+  box.uid = rm.uid;
+  box.gid = rm.gid;
+  box.capacity = rm.capacity;
+  box.policy = policyFrom(rm.policy);
+  box.maxMsgSize = rm.maxMsgSize;
+  if (rm.mtimeNs > 0) box.mtime = fromNs(rm.mtimeNs);
+  if (rm.ctimeNs > 0 && toNs(box.ctime) < rm.ctimeNs) box.ctime = fromNs(rm.ctimeNs);
+}
+
+RemoteMailbox Engine::remoteRecord(const Mailbox& box) const {
+  RemoteMailbox rm;
+  rm.id = box.id;
+  rm.name = box.name;
+  rm.mode = box.mode;
+  rm.uid = box.uid;
+  rm.gid = box.gid;
+  rm.ctimeNs = toNs(box.ctime);
+  rm.mtimeNs = toNs(box.mtime);
+  rm.capacity = box.capacity;
+  rm.policy = std::string(detail::policyName(box.policy));
+  rm.maxMsgSize = box.maxMsgSize;
+  return rm;
+}
+
+// Brings the mirrors in line with the backend's names: new ones appear, removed ones go
+// (their waiters get EIDRM), renamed ones move.
+Status Engine::syncRemoteMailboxes() {
+  auto index = backend_->mailboxIndex();
+  if (!index) return fail(index.error());
+  std::vector<uint64_t> unknown;
+  After after;
+  {
+    std::lock_guard lock(mutex_);
+    std::set<uint64_t> live;
+    for (const auto& [name, id] : *index) {
+      live.insert(id);
+      auto box = mailboxById(id);
+      if (!box) {
+        unknown.push_back(id);
+      } else if (box->name != name) {
+        if (auto it = mailboxesByName_.find(box->name); it != mailboxesByName_.end() && it->second == box)
+          mailboxesByName_.erase(it);
+        box->name = name;
+        mailboxesByName_.insert_or_assign(box->name, box);
+      }
+    }
+    std::vector<MailboxPtr> gone;
+    for (auto& [id, box] : mailboxesById_)
+      if (box->remote && !live.contains(id)) gone.push_back(box);
+    for (const auto& box : gone) {
+      for (const auto& l : box->remoteListing) messages_.erase(l->uid);
+      destroyMailbox(box, after);
+    }
+  }
+  run(after);
+  std::vector<RemoteMailbox> fresh;
+  for (uint64_t id : unknown)
+    if (auto rm = backend_->mailbox(id)) fresh.push_back(std::move(*rm));
+  std::lock_guard lock(mutex_);
+  for (const auto& rm : fresh) {
+    if (mailboxById(rm.id)) continue;
+    if (auto it = mailboxesByName_.find(rm.name); it != mailboxesByName_.end()) {
+      if (!it->second->remote) continue;
+      mailboxesByName_.erase(it);  // a stale mirror under that name; its id is gone or renamed
+    }
+    mirrorMailbox(rm);
+  }
+  return {};
+}
+
+// The backend's queued messages, as listing entries of the mirror.
+Status Engine::syncRemoteListing(uint64_t boxId) {
+  auto queued = backend_->queued(boxId, kListingMax);
+  if (!queued) return fail(queued.error());
+  std::vector<RemoteMessage>& withPayloads = *queued;
+  std::lock_guard lock(mutex_);
+  auto box = mailboxById(boxId);
+  if (!box || !box->remote) return {};
+  // Entries keep their inode numbers (and readdir offsets) from listing to listing: only
+  // what left goes, only what came is added.
+  std::map<uint64_t, MessagePtr> previous;
+  for (auto& l : box->remoteListing) previous.emplace(l->remoteSeq, std::move(l));
+  box->remoteListing.clear();
+  for (auto& rm : withPayloads) {
+    if (auto kept = previous.find(rm.seq); kept != previous.end()) {
+      kept->second->redeliveries = rm.redeliveries;
+      box->remoteListing.push_back(std::move(kept->second));
+      previous.erase(kept);
+      continue;
+    }
+    MessagePtr msg = fromRemote(std::move(rm));
+    if (box->byName.contains(msg->name)) continue;  // claimed here meanwhile
+    msg->uid = nextMessageUid_++;
+    msg->state = MessageState::Queued;
+    box->listed.emplace(msg->uid, msg);
+    box->byName.emplace(msg->name, msg);
+    messages_.emplace(msg->uid, msg);
+    box->remoteListing.push_back(std::move(msg));
+  }
+  for (auto& [seq, l] : previous) {
+    box->listed.erase(l->uid);
+    if (auto n = box->byName.find(l->name); n != box->byName.end() && n->second == l) box->byName.erase(n);
+    messages_.erase(l->uid);
+  }
+  return {};
+}
+
+// A name not known here may have been made on another host since the last event.
+void Engine::refreshIfMissing(uint64_t parent, std::string_view name) {
+  uint64_t listingOf = 0;
+  {
+    std::lock_guard lock(mutex_);
+    if (parent == ino::kMailboxes && mailboxesByName_.contains(name)) return;
+    if (parent == ino::kSem && semaphores_.contains(name)) return;
+    if (parent == ino::kById) {
+      uint64_t id = 0;
+      auto [end, ec] = std::from_chars(name.data(), name.data() + name.size(), id);
+      if (ec == std::errc{} && end == name.data() + name.size() && mailboxById(id)) return;
+    }
+    if (ino::kindOf(parent) == ino::Kind::Mailbox) {
+      auto box = mailboxById(ino::idOf(parent));
+      if (!box || !box->remote || isReservedName(name) || name.starts_with('.')) return;
+      listingOf = box->id;
+    }
+  }
+  if (listingOf) {
+    (void)syncRemoteListing(listingOf);
+  } else if (parent == ino::kSem) {
+    (void)syncRemoteSemaphores();
+  } else {
+    (void)syncRemoteMailboxes();
+  }
+}
+
+Result<struct stat> Engine::mkdirRemote(std::string_view name, mode_t mode, const Caller& who) {
+  if (auto ok = validateName(name); !ok) return fail(ok.error());
+  RemoteMailbox rm;
+  {
+    std::lock_guard lock(mutex_);
+    if (mailboxesByName_.contains(name)) return fail(EEXIST);
+    rm.name = std::string(name);
+    rm.mode = mode & 07777;
+    rm.uid = who.uid;
+    rm.gid = who.gid;
+    rm.ctimeNs = rm.mtimeNs = toNs(now());
+    rm.maxMsgSize = limits_.defaultMaxMsgSize;
+  }
+  auto made = backend_->createMailbox(rm);
+  if (!made) return fail(made.error());
+  std::lock_guard lock(mutex_);
+  auto box = mailboxById(made->id);
+  if (!box) {
+    if (auto it = mailboxesByName_.find(made->name); it != mailboxesByName_.end() && it->second->remote)
+      mailboxesByName_.erase(it);
+    box = mirrorMailbox(*made);
+  }
+  return mailboxStat(*box);
+}
+
+Status Engine::rmdirRemote(std::string_view name) {
+  RemoteMailbox rm;
+  {
+    std::lock_guard lock(mutex_);
+    auto it = mailboxesByName_.find(name);
+    if (it == mailboxesByName_.end()) return fail(ENOENT);
+    const MailboxPtr& box = it->second;
+    // Held here (claimed, being read, being written) keeps it, as on one host.
+    for (const auto& [n, m] : box->byName)
+      if (m->state != MessageState::Queued || m->remoteSeq == 0 || box->queue.contains(m->order)) return fail(ENOTEMPTY);
+    if (!box->senders.empty()) return fail(ENOTEMPTY);
+    rm = remoteRecord(*box);
+  }
+  // Queued anywhere keeps it too.
+  auto queued = backend_->queued(rm.id, 1);
+  if (!queued) return fail(queued.error());
+  if (!queued->empty()) return fail(ENOTEMPTY);
+  if (auto r = backend_->removeMailbox(rm); !r) return r;
+  After after;
+  {
+    std::lock_guard lock(mutex_);
+    if (auto box = mailboxById(rm.id)) {
+      for (const auto& l : box->remoteListing) messages_.erase(l->uid);
+      destroyMailbox(box, after);
+    }
+  }
+  run(after);
+  return {};
+}
+
+Status Engine::renameRemote(std::string_view name, std::string_view newName) {
+  uint64_t id = 0;
+  {
+    std::lock_guard lock(mutex_);
+    if (auto ok = validateName(newName); !ok) return fail(ok.error());
+    auto it = mailboxesByName_.find(name);
+    if (it == mailboxesByName_.end()) return fail(ENOENT);
+    if (name == newName) return {};
+    if (mailboxesByName_.contains(newName)) return fail(EEXIST);
+    id = it->second->id;
+  }
+  if (auto r = backend_->renameMailbox(id, std::string(name), std::string(newName)); !r) return r;
+  std::lock_guard lock(mutex_);
+  if (auto box = mailboxById(id)) {
+    if (auto it = mailboxesByName_.find(box->name); it != mailboxesByName_.end() && it->second == box)
+      mailboxesByName_.erase(it);
+    box->name = std::string(newName);
+    box->ctime = now();
+    mailboxesByName_.insert_or_assign(box->name, box);
+  }
+  return {};
+}
+
+// After a local change of a shared mailbox's mode, owner or settings: the backend gets it.
+Status Engine::pushSettings(uint64_t ino) {
+  RemoteMailbox rm;
+  {
+    std::lock_guard lock(mutex_);
+    auto box = mailboxByIno(ino);
+    if (!box || !box->remote) return {};
+    rm = remoteRecord(*box);
+  }
+  return backend_->updateMailbox(rm);
+}
+
+// rm of a listed message of a shared mailbox: removed from the shared queue if still there.
+Status Engine::unlinkRemoteMessage(uint64_t parent, std::string_view name) {
+  const uint64_t boxId = ino::idOf(parent);
+  {
+    std::lock_guard lock(mutex_);
+    auto box = mailboxByIno(parent);
+    if (!box || !box->remote) return fail(ENOENT);
+    if (std::none_of(box->remoteListing.begin(), box->remoteListing.end(),
+                     [&](const MessagePtr& l) { return l->name == name; }))
+      return fail(ENOENT);
+  }
+  if (auto r = backend_->removeQueued(boxId, std::string(name)); !r) return r;
+  std::lock_guard lock(mutex_);
+  if (auto box = mailboxById(boxId)) {
+    std::erase_if(box->remoteListing, [&](const MessagePtr& l) {
+      if (l->name != name) return false;
+      box->listed.erase(l->uid);
+      if (auto n = box->byName.find(l->name); n != box->byName.end() && n->second == l) box->byName.erase(n);
+      messages_.erase(l->uid);
+      return true;
+    });
+    ++discarded_;
+    box->mtime = box->ctime = now();
+  }
+  return {};
+}
+
+// ---- semaphores ----
+
+Status Engine::syncRemoteSemaphores() {
+  auto sems = backend_->semaphores();
+  if (!sems) return fail(sems.error());
+  std::lock_guard lock(mutex_);
+  std::set<std::string, std::less<>> live;
+  for (const auto& rs : *sems) {
+    live.insert(rs.name);
+    auto byId = semaphoresById_.find(rs.id);
+    if (byId != semaphoresById_.end()) {
+      auto& sem = *byId->second;
+      sem.mode = rs.mode & 07777;
+      sem.uid = rs.uid;
+      sem.gid = rs.gid;
+      sem.value = rs.value;
+      if (sem.name != rs.name && semaphores_.contains(sem.name) && semaphores_[sem.name] == byId->second) {
+        semaphores_.erase(sem.name);
+        sem.name = rs.name;
+        semaphores_.insert_or_assign(sem.name, byId->second);
+      }
+      continue;
+    }
+    if (auto it = semaphores_.find(rs.name); it != semaphores_.end()) {
+      if (!it->second->remote) continue;
+      it->second->unlinked = true;  // a stale mirror under that name
+      semaphores_.erase(it);
+    }
+    auto sem = std::make_shared<Semaphore>();
+    sem->id = rs.id;
+    sem->name = rs.name;
+    sem->mode = rs.mode & 07777;
+    sem->uid = rs.uid;
+    sem->gid = rs.gid;
+    sem->value = rs.value;
+    sem->remote = true;
+    sem->atime = sem->mtime = sem->ctime = fromNs(rs.mtimeNs);
+    semaphores_.emplace(sem->name, sem);
+    semaphoresById_.emplace(sem->id, sem);
+  }
+  std::vector<std::string> gone;
+  for (auto& [name, sem] : semaphores_)
+    if (sem->remote && !live.contains(name)) gone.push_back(name);
+  for (const auto& name : gone) {
+    auto it = semaphores_.find(name);
+    it->second->unlinked = true;
+    if (!shmSemOpens_.contains(ino::make(ino::Kind::Semaphore, it->second->id))) semaphoresById_.erase(it->second->id);
+    semaphores_.erase(it);
+  }
+  return {};
+}
+
+Result<std::pair<struct stat, Opened>> Engine::createRemoteSemaphore(std::string_view name, mode_t mode, int flags,
+                                                                     const Caller& who) {
+  if (auto ok = validateName(name); !ok) return fail(ok.error());
+  {
+    std::lock_guard lock(mutex_);
+    if (auto it = semaphores_.find(name); it != semaphores_.end()) {
+      if (flags & O_EXCL) return fail(EEXIST);
+    }
+  }
+  RemoteSemaphore rs;
+  rs.name = std::string(name);
+  rs.mode = mode & 07777;
+  rs.uid = who.uid;
+  rs.gid = who.gid;
+  rs.mtimeNs = toNs(now());
+  auto made = backend_->createSemaphore(rs);
+  if (!made && made.error() == std::errc::file_exists && !(flags & O_EXCL)) {
+    (void)syncRemoteSemaphores();  // made elsewhere meanwhile: open that one
+  } else if (!made) {
+    return fail(made.error());
+  } else {
+    (void)syncRemoteSemaphores();
+  }
+  uint64_t ino = 0;
+  {
+    std::lock_guard lock(mutex_);
+    auto it = semaphores_.find(name);
+    if (it == semaphores_.end()) return fail(EIO);
+    ino = ino::make(ino::Kind::Semaphore, it->second->id);
+  }
+  auto opened = open(ino, flags & ~(O_CREAT | O_EXCL), who);
+  if (!opened) return fail(opened.error());
+  auto st = getattr(ino);
+  if (!st) return fail(st.error());
+  return std::pair{*st, *opened};
+}
+
+Status Engine::unlinkRemoteSemaphore(std::string_view name) {
+  RemoteSemaphore rs;
+  {
+    std::lock_guard lock(mutex_);
+    auto it = semaphores_.find(name);
+    if (it == semaphores_.end()) return fail(ENOENT);
+    rs.id = it->second->id;
+    rs.name = it->second->name;
+  }
+  if (auto r = backend_->removeSemaphore(rs); !r) return r;
+  std::lock_guard lock(mutex_);
+  return unlinkShmSem(ino::kSem, name);
+}
+
+// A write to a shared semaphore posts in the backend; nullopt: not a shared semaphore.
+std::optional<Result<size_t>> Engine::postRemoteSemaphore(uint64_t fh, std::string_view data) {
+  uint64_t id = 0;
+  {
+    std::lock_guard lock(mutex_);
+    Handle* h = handle(fh);
+    if (!h || h->kind != HandleKind::Semaphore || !h->semaphore->remote) return std::nullopt;
+    id = h->semaphore->id;
+  }
+  // The same parsing as a local post ("N", N > 0).
+  std::string_view text = data;
+  while (!text.empty() && std::isspace(static_cast<unsigned char>(text.front()))) text.remove_prefix(1);
+  while (!text.empty() && std::isspace(static_cast<unsigned char>(text.back()))) text.remove_suffix(1);
+  uint64_t n = 0;
+  if (text.empty() || text.front() == '+' || text.front() == '-') return Result<size_t>(fail(EINVAL));
+  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), n);
+  if (end != text.data() + text.size()) return Result<size_t>(fail(EINVAL));
+  if (ec == std::errc::result_out_of_range || n > kSemValueMax) return Result<size_t>(fail(EOVERFLOW));
+  if (ec != std::errc{} || n == 0) return Result<size_t>(fail(EINVAL));
+  auto posted = backend_->post(id, n);
+  if (!posted) return Result<size_t>(fail(posted.error()));
+  {
+    std::lock_guard lock(mutex_);
+    if (auto it = semaphoresById_.find(id); it != semaphoresById_.end()) {
+      it->second->value = *posted;
+      it->second->mtime = it->second->ctime = now();
+      if (!it->second->waiters.empty()) requestSemWake(*it->second);
+    }
+  }
+  return Result<size_t>(data.size());
+}
+
+// Serves parked waits of a shared semaphore in order while the backend's value allows.
+void Engine::remoteSemWake(uint64_t id, Lock& lock, After& after) {
+  auto it = semaphoresById_.find(id);
+  if (it == semaphoresById_.end()) return;
+  std::shared_ptr<Semaphore> sem = it->second;
+  sem->wakeQueued = false;
+  std::vector<WaiterId> probes;
+  for (const Waiter& w : sem->waiters)
+    if (w.nonblock) probes.push_back(w.id);
+  while (!sem->waiters.empty()) {
+    lock.unlock();
+    auto r = backend_->tryWait(id);
+    lock.lock();
+    if (!r || !*r) {
+      if (!r) {
+        for (auto& w : sem->waiters) {
+          semWaiterHomes_.erase(w.id);
+          --receiversWaiting_;
+          after.push_back(failWith(w, errnoOf(r.error())));
+        }
+        sem->waiters.clear();
+      }
+      break;
+    }
+    sem->value = **r;
+    if (sem->waiters.empty()) {  // cancelled meanwhile: the wait goes back
+      lock.unlock();
+      (void)backend_->post(id, 1);
+      lock.lock();
+      break;
+    }
+    Waiter w = std::move(sem->waiters.front());
+    sem->waiters.pop_front();
+    semWaiterHomes_.erase(w.id);
+    --receiversWaiting_;
+    auto text = std::make_shared<const std::string>(std::to_string(**r) + "\n");
+    after.push_back([d = std::move(w.onRead), chunk = Bytes::slice(text, 0, w.size)] { d(chunk); });
+  }
+  for (WaiterId wid : probes) {
+    auto w = std::find_if(sem->waiters.begin(), sem->waiters.end(), [&](const Waiter& x) { return x.id == wid; });
+    if (w == sem->waiters.end()) continue;
+    semWaiterHomes_.erase(w->id);
+    --receiversWaiting_;
+    after.push_back(failWith(*w, EAGAIN));
+    sem->waiters.erase(w);
+  }
+}
+
+}  // namespace ipcfs

@@ -1,0 +1,202 @@
+// The server-side scripts of the Redis backend. Every check-then-change (capacity,
+// rendezvous, claims and their leases) runs as one script, so no two daemons can interleave
+// between the check and the change.
+//
+// A mailbox with id I keeps every key under the hash tag {mI}, so it lives on one shard of a
+// Redis Cluster (scripts may only touch one slot) and different mailboxes spread out:
+//   KEYS[1] meta  hash: name mode uid gid ctime mtime capacity(-1: unlimited) policy maxmsg
+//                       nextseq sent received redelivered
+//   KEYS[2] q     list of queued seqs, head first
+//   KEYS[3] fl    zset: claimed seq -> lease deadline (ms, server clock)
+//   KEYS[4] rx    hash: daemon -> "receivers deadline" (receivers waiting there)
+//   KEYS[5] d     hash: seq -> payload
+//   KEYS[6] h     hash: seq -> "name/pid/uid/gid/mode/sentNs" (names never hold '/')
+//   KEYS[7] r     hash: seq -> redeliveries
+//   KEYS[8] n     hash: name -> seq (every message not yet gone holds its name)
+// Events go to one channel, ipcfs:events: "m I" message, "r I" room, "c I" settings,
+// "s I" semaphore post, "n" names.
+#pragma once
+
+namespace ipcfs::redis {
+
+inline constexpr const char* kNow = R"(
+local function now()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+)";
+
+// ARGV: id name payload pid uid gid mode sentNs. Returns {0, seq, name} queued, {1} no room,
+// {2} no such mailbox, {3} name taken.
+inline constexpr const char* kPush = R"(
+if redis.call('EXISTS', KEYS[1]) == 0 then return {2} end
+local cap = tonumber(redis.call('HGET', KEYS[1], 'capacity') or '-1')
+local qlen = redis.call('LLEN', KEYS[2])
+if cap >= 0 and qlen >= cap then
+  local waiting = 0
+  local t = now()
+  local rx = redis.call('HGETALL', KEYS[4])
+  for i = 1, #rx, 2 do
+    local c, dl = string.match(rx[i + 1], '(%d+) (%d+)')
+    if tonumber(dl) > t then waiting = waiting + tonumber(c) else redis.call('HDEL', KEYS[4], rx[i]) end
+  end
+  if qlen >= waiting then return {1} end
+end
+local name = ARGV[2]
+local seq
+if name == '' then
+  repeat
+    seq = redis.call('HINCRBY', KEYS[1], 'nextseq', 1)
+    name = string.format('%010d', seq)
+  until redis.call('HEXISTS', KEYS[8], name) == 0
+else
+  if redis.call('HEXISTS', KEYS[8], name) == 1 then return {3} end
+  seq = redis.call('HINCRBY', KEYS[1], 'nextseq', 1)
+end
+redis.call('HSET', KEYS[5], seq, ARGV[3])
+redis.call('HSET', KEYS[6], seq, name .. '/' .. ARGV[4] .. '/' .. ARGV[5] .. '/' .. ARGV[6] .. '/' .. ARGV[7] .. '/' .. ARGV[8])
+redis.call('HSET', KEYS[8], name, seq)
+redis.call('RPUSH', KEYS[2], seq)
+redis.call('HINCRBY', KEYS[1], 'sent', 1)
+redis.call('HSET', KEYS[1], 'mtime', ARGV[8])
+redis.call('PUBLISH', 'ipcfs:events', 'm ' .. ARGV[1])
+return {0, seq, name}
+)";
+
+// ARGV: id max leaseMs. Expired claims first go back to the head, counted as redelivered.
+// Returns seq, header, payload, redeliveries for each claimed message.
+inline constexpr const char* kClaim = R"(
+local t = now()
+local expired = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', t)
+for i = #expired, 1, -1 do
+  local s = expired[i]
+  redis.call('ZREM', KEYS[3], s)
+  redis.call('LPUSH', KEYS[2], s)
+  redis.call('HINCRBY', KEYS[7], s, 1)
+  redis.call('HINCRBY', KEYS[1], 'redelivered', 1)
+end
+local out = {}
+for i = 1, tonumber(ARGV[2]) do
+  local s = redis.call('LPOP', KEYS[2])
+  if not s then break end
+  redis.call('ZADD', KEYS[3], t + tonumber(ARGV[3]), s)
+  out[#out + 1] = s
+  out[#out + 1] = redis.call('HGET', KEYS[6], s) or ''
+  out[#out + 1] = redis.call('HGET', KEYS[5], s) or ''
+  out[#out + 1] = redis.call('HGET', KEYS[7], s) or '0'
+end
+if #out > 0 and tonumber(redis.call('HGET', KEYS[1], 'capacity') or '-1') >= 0 then
+  redis.call('PUBLISH', 'ipcfs:events', 'r ' .. ARGV[1])
+end
+return out
+)";
+
+// Forgets a message for good. ARGV[1]: seq.
+inline constexpr const char* kForget = R"(
+local function forget(s)
+  local h = redis.call('HGET', KEYS[6], s)
+  if h then
+    local name = string.match(h, '^([^/]*)/')
+    if redis.call('HGET', KEYS[8], name) == s then redis.call('HDEL', KEYS[8], name) end
+  end
+  redis.call('HDEL', KEYS[5], s)
+  redis.call('HDEL', KEYS[6], s)
+  redis.call('HDEL', KEYS[7], s)
+end
+)";
+
+// ARGV: id seq. 1: gone for good; 0: the lease was lost and another daemon has it.
+inline constexpr const char* kAck = R"(
+local gone = redis.call('ZREM', KEYS[3], ARGV[2])
+if gone == 0 then gone = redis.call('LREM', KEYS[2], 1, ARGV[2]) end
+if gone == 0 then return 0 end
+forget(ARGV[2])
+redis.call('HINCRBY', KEYS[1], 'received', 1)
+return 1
+)";
+
+// ARGV: id seq redelivered(0/1).
+inline constexpr const char* kGiveBack = R"(
+if redis.call('ZREM', KEYS[3], ARGV[2]) == 0 then return 0 end
+redis.call('LPUSH', KEYS[2], ARGV[2])
+if ARGV[3] == '1' then
+  redis.call('HINCRBY', KEYS[7], ARGV[2], 1)
+  redis.call('HINCRBY', KEYS[1], 'redelivered', 1)
+end
+redis.call('PUBLISH', 'ipcfs:events', 'm ' .. ARGV[1])
+return 1
+)";
+
+// ARGV: leaseMs seq...
+inline constexpr const char* kRenew = R"(
+local t = now()
+for i = 2, #ARGV do redis.call('ZADD', KEYS[3], 'XX', t + tonumber(ARGV[1]), ARGV[i]) end
+return 0
+)";
+
+// ARGV: id daemon receivers leaseMs.
+inline constexpr const char* kSetWaiting = R"(
+if ARGV[3] == '0' then
+  redis.call('HDEL', KEYS[4], ARGV[2])
+  return 0
+end
+redis.call('HSET', KEYS[4], ARGV[2], ARGV[3] .. ' ' .. (now() + tonumber(ARGV[4])))
+redis.call('PUBLISH', 'ipcfs:events', 'r ' .. ARGV[1])
+return 0
+)";
+
+// ARGV: max. Returns seq, header, payload, redeliveries of the first `max` queued messages.
+inline constexpr const char* kQueued = R"(
+local out = {}
+for _, s in ipairs(redis.call('LRANGE', KEYS[2], 0, tonumber(ARGV[1]) - 1)) do
+  out[#out + 1] = s
+  out[#out + 1] = redis.call('HGET', KEYS[6], s) or ''
+  out[#out + 1] = redis.call('HGET', KEYS[5], s) or ''
+  out[#out + 1] = redis.call('HGET', KEYS[7], s) or '0'
+end
+return out
+)";
+
+// ARGV: name. {} if no queued message has it, else seq, header, payload, redeliveries.
+inline constexpr const char* kPeek = R"(
+local s = redis.call('HGET', KEYS[8], ARGV[1])
+if not s or redis.call('ZSCORE', KEYS[3], s) then return {} end
+return {s, redis.call('HGET', KEYS[6], s) or '', redis.call('HGET', KEYS[5], s) or '', redis.call('HGET', KEYS[7], s) or '0'}
+)";
+
+// ARGV: id name. 1 removed; 0 no queued message has that name.
+inline constexpr const char* kRemoveQueued = R"(
+local s = redis.call('HGET', KEYS[8], ARGV[2])
+if not s or redis.call('LREM', KEYS[2], 1, s) == 0 then return 0 end
+forget(s)
+redis.call('PUBLISH', 'ipcfs:events', 'r ' .. ARGV[1])
+return 1
+)";
+
+// A mailbox's keys go; ARGV: id.
+inline constexpr const char* kDropMailbox = R"(
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8])
+return 0
+)";
+
+// Semaphores: KEYS[1] = ipcfs:{sI}, a hash: name mode uid gid mtime value.
+// ARGV: id n max mtimeNs. The new value; -1 overflow; -2 gone.
+inline constexpr const char* kPost = R"(
+if redis.call('EXISTS', KEYS[1]) == 0 then return -2 end
+local v = tonumber(redis.call('HGET', KEYS[1], 'value') or '0')
+if v + tonumber(ARGV[2]) > tonumber(ARGV[3]) then return -1 end
+v = redis.call('HINCRBY', KEYS[1], 'value', ARGV[2])
+redis.call('HSET', KEYS[1], 'mtime', ARGV[4])
+redis.call('PUBLISH', 'ipcfs:events', 's ' .. ARGV[1])
+return v
+)";
+
+// The value after one wait; -1 it was 0; -2 gone.
+inline constexpr const char* kTryWait = R"(
+if redis.call('EXISTS', KEYS[1]) == 0 then return -2 end
+local v = tonumber(redis.call('HGET', KEYS[1], 'value') or '0')
+if v <= 0 then return -1 end
+return redis.call('HINCRBY', KEYS[1], 'value', -1)
+)";
+
+}  // namespace ipcfs::redis
