@@ -115,6 +115,9 @@ def test_a_restarted_daemon_sees_everything_and_serves_again(pair):
 
 TOTAL = 20_000
 KILLS_AT = (0.3, 0.65)  # fractions of TOTAL acknowledged when mount B is killed
+# Senders hold back while this many acknowledged messages are not yet received, so the
+# queue the test lists and peeks after a kill stays short.
+MAX_OUTSTANDING = 50
 
 
 def message_id(data):
@@ -131,6 +134,10 @@ class Ledger:
         self.whole = set()   # held whole, its end not yet confirmed, when its daemon died
         self.next_id = 0
         self.errors = []
+
+    def outstanding(self):
+        with self.lock:
+            return len(self.acked) - len(self.received)
 
     def new_payload(self, rng, tag):
         with self.lock:
@@ -186,6 +193,9 @@ def sender(box, tag, lines, ledger, gate, stop, seed):
     try:
         while not stop.is_set():
             gate.pass_or_park(stop)
+            if ledger.outstanding() > MAX_OUTSTANDING:
+                time.sleep(0.002)  # pacing, not synchronisation: keeps the queue short
+                continue
             batch = [d for d in (ledger.new_payload(rng, tag) for _ in range(10 if lines else 1)) if d]
             if not batch:
                 return
@@ -264,27 +274,33 @@ def scan(box):
     return out
 
 
-def check_held_after_kill(box, ledger, killed_at):
-    """Whatever the dead daemon's readers held comes back to the queue, counted as
-    redelivered: a message held in part must; one held whole may instead have been
-    received (its end was read, the daemon may have recorded it): then it counts once."""
+def check_held_after_kill(box, ledger, killed_at, problems, unsure):
+    """Whatever the dead daemon's readers held comes back to the queue (listed, so the test
+    can read its user.ipc.redeliveries before anyone takes it), counted as redelivered: a
+    message held in part must; one held whole may instead have been received (its end was
+    read, the daemon may have recorded it): then it counts once. What does not show up is
+    a problem reported at the end (after the exactly-once checks, which still run)."""
     with ledger.lock:
         partial, whole = set(ledger.partial), set(ledger.whole)
         ledger.partial.clear()
         ledger.whole.clear()
     deadline = killed_at + RECLAIM_DEADLINE_S
     while True:
-        queued = scan(box)
+        queued = Step(lambda: scan(box), "listing and peeking the queue").value(30)
         if partial | whole <= queued.keys() or time.monotonic() > deadline:
             break
         time.sleep(0.05)
     lost = partial - queued.keys()
-    assert not lost, f"half-read messages lost with the killed daemon: {sorted(lost)}"
-    for mid in partial | (whole & queued.keys()):
-        assert queued[mid] >= 1, f"message {mid} came back without its redelivery counted"
-    with ledger.lock:
-        for mid in whole - queued.keys():
-            ledger.received[mid] = ledger.received.get(mid, 0) + 1
+    if lost:
+        problems.append(f"half-read messages of the killed daemon not back in the queue "
+                        f"{RECLAIM_DEADLINE_S}s after the kill: {sorted(lost)}")
+    for mid in (partial | whole) & queued.keys():
+        if queued[mid] < 1:
+            problems.append(f"message {mid} came back without its redelivery counted")
+    # Held whole and not back: the dead daemon may have recorded its end (then it is gone,
+    # received once, by the dead reader) or not (then it comes back later): counted by what
+    # the live receivers get, it must be received at most once more.
+    unsure.update(whole - queued.keys())
     return len(partial), len(whole)
 
 
@@ -296,9 +312,10 @@ def test_20000_messages_exactly_once_while_a_daemon_is_killed_twice(pair):
     ledger, stop = Ledger(), threading.Event()
     gate_a, gate_b = Gate(), Gate()
     workers_a = start_workers(a, "a", ledger, gate_a, stop, SEED)
-    workers_b = start_workers(b, "b", ledger, gate_b, stop, SEED + 100)
+    stops_b = [threading.Event()]  # B's workers end with their daemon (or at the end)
+    workers_b = start_workers(b, "b", ledger, gate_b, stops_b[-1], SEED + 100)
     started = time.monotonic()
-    held = []
+    held, problems, unsure = [], [], set()
     try:
         for n, fraction in enumerate(KILLS_AT, start=1):
             wait_until(lambda: len(ledger.acked) >= TOTAL * fraction or not any(
@@ -307,14 +324,16 @@ def test_20000_messages_exactly_once_while_a_daemon_is_killed_twice(pair):
             gate_a.open.clear()  # A's workers stop at their next message boundary
             killed_at = time.monotonic()
             mounts.kill9(b)
+            stops_b[-1].set()  # a sender holding back touches no file: tell it
             for w in workers_b:
                 w.join(STEP_S)
                 assert not w.is_alive(), "a worker on the killed mount still runs"
             wait_until(lambda: gate_a.parked == sum(w.is_alive() for w in workers_a),
                        timeout=STEP_S, what="A's workers parked")
-            held.append(check_held_after_kill(box_a, ledger, killed_at))
+            held.append(check_held_after_kill(box_a, ledger, killed_at, problems, unsure))
             b = mounts.make(redis.url, OPTS, name=f"b{n}")
-            workers_b = start_workers(b, "b", ledger, Gate(), stop, SEED + 100 * (n + 1))
+            stops_b.append(threading.Event())
+            workers_b = start_workers(b, "b", ledger, Gate(), stops_b[-1], SEED + 100 * (n + 1))
             gate_a.open.set()
         wait_until(lambda: len(ledger.acked) >= TOTAL, timeout=90, interval=0.05,
                    what=f"{TOTAL} messages acknowledged")
@@ -325,21 +344,24 @@ def test_20000_messages_exactly_once_while_a_daemon_is_killed_twice(pair):
 
         def drained():
             with ledger.lock:
-                done = all(ledger.received.get(mid) for mid in ledger.acked)
+                done = all(ledger.received.get(mid) for mid in ledger.acked - unsure)
             return done and messages(box_a) == []
         wait_until(drained, timeout=60, interval=0.1, what="every acknowledged message received")
     finally:
         stop.set()
+        for e in stops_b:
+            e.set()
         for w in workers_a + workers_b:
             w.join(STEP_S * 2)
     took = time.monotonic() - started
     assert not ledger.errors, ledger.errors[:10]
     twice = {mid: n for mid, n in ledger.received.items() if n > 1}
     assert not twice, f"received to the end more than once: {sorted(twice.items())[:20]}"
-    missing = [mid for mid in ledger.acked if not ledger.received.get(mid)]
+    missing = [mid for mid in ledger.acked - unsure if not ledger.received.get(mid)]
     assert not missing, f"{len(missing)} acknowledged messages never received: {missing[:20]}"
     unknown = set(ledger.received) - set(ledger.contents)
     assert not unknown, f"received messages nobody sent: {sorted(unknown)[:20]}"
     assert len(ledger.acked) >= TOTAL
     print(f"{len(ledger.acked)} acknowledged, {sum(ledger.received.values())} received in "
           f"{took:.1f}s; held at the kills (partial, whole): {held}")
+    assert not problems, problems
