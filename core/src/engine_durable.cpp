@@ -382,7 +382,7 @@ void Engine::awaitConfirmation(const Mailbox& box, const MessagePtr& msg, detail
 void Engine::confirmTaken(detail::Handle& h) {
   for (const auto& msg : h.unconfirmed) {
     if (msg->remoteSeq)
-      queueRemote({RemoteJob::Kind::Ack, h.box->id, msg->remoteSeq});
+      queueRemote({RemoteJob::Kind::Ack, h.box->id, msg->remoteSeq, msg->remoteReader});
     else
       journalGone(*msg);
   }

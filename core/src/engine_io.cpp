@@ -92,6 +92,9 @@ Status Engine::checkPolicy(Mailbox& box, pid_t pid, bool receiving) {
 
 Result<Opened> Engine::open(uint64_t ino, int flags, const Caller& who) {
   if (ino == ino::kRootStatus) reapExited();  // counts what exited processes left behind
+  if (backend_ && (ino::kindOf(ino) == ino::Kind::Status || ino::kindOf(ino) == ino::Kind::Message)) {
+    if (auto fresh = refreshRemote(ino); !fresh) return fail(fresh.error());  // .status, a peek
+  }
   std::lock_guard lock(mutex_);
   const int access = flags & O_ACCMODE;
   const bool readOnly = access == O_RDONLY;
@@ -254,6 +257,12 @@ Result<std::pair<struct stat, Opened>> Engine::createUncommitted(uint64_t parent
 
 std::optional<WaiterId> Engine::read(uint64_t fh, size_t size, off_t offset, bool nonblock, pid_t reader,
                                      ReadCompletion done) {
+  if (backend_) {
+    if (auto confirmed = confirmRemoteNow(fh); !confirmed) {
+      done(fail(confirmed.error()));
+      return std::nullopt;
+    }
+  }
   Result<Bytes> result = Bytes::empty();
   After after;
   std::optional<WaiterId> parked;
@@ -486,6 +495,7 @@ void Engine::release(uint64_t fh) {
     switch (h.kind) {
       case HandleKind::Sender:
         h.box->pollers.erase(fh);
+        std::erase_if(remoteReceipts_, [&](const auto& r) { return r.second->senderFh == fh; });
         // Written but never flushed (rare: FLUSH precedes RELEASE): delivered if it fits now.
         if (h.batch != detail::Batch::None)
           (void)flushBatch(h, {}, after);
@@ -562,6 +572,7 @@ void Engine::release(uint64_t fh) {
 
 Result<unsigned> Engine::poll(uint64_t fh, PollNotify notify) {
   constexpr unsigned kIn = POLLIN | POLLRDNORM, kOut = POLLOUT | POLLWRNORM;
+  const bool remoteReady = backend_ && remoteReadable(fh).value_or(false);
   std::lock_guard lock(mutex_);
   Handle* h = handle(fh);
   if (!h) return fail(EBADF);
@@ -570,7 +581,7 @@ Result<unsigned> Engine::poll(uint64_t fh, PollNotify notify) {
   if (h->kind == HandleKind::PipeEnd) return pollPipe(*h, notify);
   if (h->kind == HandleKind::Semaphore) {
     if (notify) h->semaphore->pollers[fh] = std::move(notify);
-    return (h->semaphore->value > 0 || shutDown_ ? kIn : 0u) | kOut;
+    return (h->semaphore->value > 0 || remoteReady || shutDown_ ? kIn : 0u) | kOut;
   }
   if (h->kind == HandleKind::Sender && h->readsReceipts) {
     // Readable when a read would not wait: a receipt is known, or nothing was sent.
@@ -580,7 +591,7 @@ Result<unsigned> Engine::poll(uint64_t fh, PollNotify notify) {
   }
   if (h->kind != HandleKind::Receiver) return kIn | kOut;
   Mailbox& box = *h->box;
-  const bool readable = h->current || h->atEnd || canTake(box, h->from) || box.removed || shutDown_;
+  const bool readable = h->current || h->atEnd || canTake(box, h->from) || remoteReady || box.removed || shutDown_;
   if (notify) box.pollers[fh] = std::move(notify);
   return readable ? kIn : 0u;
 }

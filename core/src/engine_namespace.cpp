@@ -118,7 +118,10 @@ Result<struct stat> Engine::getattr(uint64_t ino) {
 Result<struct stat> Engine::setattr(uint64_t ino, const AttrChange& change) {
   Result<struct stat> result = setattrUncommitted(ino, change);
   if (result && backend_ && ino::kindOf(ino) == ino::Kind::Mailbox) {
-    if (auto shared = pushSettings(ino); !shared) return fail(shared.error());
+    std::vector<Backend::Field> fields{Backend::Field::Times};
+    if (change.mode) fields.push_back(Backend::Field::Mode);
+    if (change.uid || change.gid) fields.push_back(Backend::Field::Owner);
+    if (auto shared = pushSettings(ino, fields); !shared) return fail(shared.error());
   }
   After none;
   commitSync(none);
@@ -198,10 +201,12 @@ Result<std::string> Engine::readlink(uint64_t ino, const Caller& who) {
 Status Engine::readdir(uint64_t ino, uint64_t offset, const std::function<bool(const DirEntry&)>& add,
                        const Caller& who) {
   if (ino == ino::kProcs && offset == 0) reapExited();  // list only live processes
-  if (backend_ && offset == 0) {  // a listing shows what every host made
-    if (ino == ino::kMailboxes || ino == ino::kById) (void)syncRemoteMailboxes();
-    if (ino == ino::kSem) (void)syncRemoteSemaphores();
-    if (ino::kindOf(ino) == ino::Kind::Mailbox) (void)syncRemoteListing(ino::idOf(ino));
+  if (backend_ && offset == 0) {  // a listing shows what every host made (EIO: it cannot)
+    Status synced;
+    if (ino == ino::kMailboxes || ino == ino::kById) synced = syncRemoteMailboxes();
+    if (ino == ino::kSem) synced = syncRemoteSemaphores();
+    if (ino::kindOf(ino) == ino::Kind::Mailbox) synced = syncRemoteListing(ino::idOf(ino));
+    if (!synced) return synced;
   }
   std::lock_guard lock(mutex_);
   auto self = statOf(ino);

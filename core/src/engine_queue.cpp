@@ -206,7 +206,7 @@ void Engine::takeNext(Mailbox& box, Handle& h, pid_t reader, After& after) {
 void Engine::finishTaken(Mailbox& box, const MessagePtr& msg, Handle& h, pid_t reader, After& after) {
   releaseBytes(msg->payload->size());
   if (journal_) awaitConfirmation(box, msg, h);
-  if (msg->remoteSeq) awaitRemoteConfirmation(msg, h);
+  if (msg->remoteSeq) awaitRemoteConfirmation(msg, h, reader);
   ++box.received;
   ++messagesReceived_;
   settleReceipt(*msg, fmt::format("delivered {} to {}\n", msg->seq, reader), after);

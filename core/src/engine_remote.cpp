@@ -127,14 +127,14 @@ void Engine::stopBackend() {
   remoteWorker_.join();
   // What this daemon holds goes back now rather than when its lease runs out: read to the
   // end -> gone; half-read -> back, counted; claimed for nobody -> back.
-  std::vector<std::pair<uint64_t, uint64_t>> acks;
+  std::vector<std::tuple<uint64_t, uint64_t, pid_t>> acks;
   std::vector<std::tuple<uint64_t, uint64_t, bool>> back;
   {
     std::lock_guard lock(mutex_);
     for (auto& [fh, h] : handles_) {
       if (!h->box || !h->box->remote) continue;
       for (const auto& m : h->unconfirmed)
-        if (m->remoteSeq) acks.emplace_back(h->box->id, m->remoteSeq);
+        if (m->remoteSeq) acks.emplace_back(h->box->id, m->remoteSeq, m->remoteReader);
       h->unconfirmed.clear();
       if (h->current && h->current->remoteSeq) back.emplace_back(h->box->id, h->current->remoteSeq, true);
     }
@@ -142,32 +142,45 @@ void Engine::stopBackend() {
       for (auto& [order, m] : box->queue)
         if (m->remoteSeq) back.emplace_back(id, m->remoteSeq, m->redeliveries > m->remoteRedeliveries);
     for (const auto& job : remoteJobs_)
-      if (job.kind == RemoteJob::Kind::Ack) acks.emplace_back(job.id, job.seq);
+      if (job.kind == RemoteJob::Kind::Ack) acks.emplace_back(job.id, job.seq, job.pid);
     remoteJobs_.clear();
   }
-  for (auto [box, seq] : acks) (void)backend_->ack(box, seq);
+  for (auto [box, seq, reader] : acks) (void)backend_->ack(box, seq, static_cast<uint32_t>(reader));
   for (auto [box, seq, redelivered] : back) (void)backend_->giveBack(box, seq, redelivered);
 }
 
 // ---- events and jobs ----
 
 void Engine::onBackendEvent(const BackendEvent& e) {
-  std::lock_guard lock(mutex_);
+  After after;  // poll notifications: run once unlocked
+  Lock lock(mutex_);
   switch (e.kind) {
     case BackendEvent::Kind::Message:
     case BackendEvent::Kind::Room:
-      if (auto box = mailboxById(e.id); box && box->remote && (!box->receivers.empty() || !box->senders.empty()))
-        requestWake(*box);
+      if (auto box = mailboxById(e.id); box && box->remote) {
+        if (!box->receivers.empty() || !box->senders.empty()) requestWake(*box);
+        if (e.kind == BackendEvent::Kind::Message) wakePollers(*box, after);
+      }
       break;
     case BackendEvent::Kind::Settings:
       queueRemote({RemoteJob::Kind::Settings, e.id, 0});
       break;
     case BackendEvent::Kind::Semaphore:
-      if (auto it = semaphoresById_.find(e.id); it != semaphoresById_.end() && !it->second->waiters.empty())
-        requestSemWake(*it->second);
+      if (auto it = semaphoresById_.find(e.id); it != semaphoresById_.end()) {
+        if (!it->second->waiters.empty()) requestSemWake(*it->second);
+        for (auto& [fh, notify] : it->second->pollers) after.push_back(std::move(notify));
+        it->second->pollers.clear();
+      }
       break;
     case BackendEvent::Kind::Namespace:
       queueRemote({RemoteJob::Kind::Namespace, 0, 0});
+      break;
+    case BackendEvent::Kind::Delivered:
+      if (auto it = remoteReceipts_.find({e.id, e.seq}); it != remoteReceipts_.end()) {
+        MessagePtr msg = std::move(it->second);
+        remoteReceipts_.erase(it);
+        settleReceipt(*msg, fmt::format("delivered {} to {}\n", e.seq, e.pid), after);
+      }
       break;
     case BackendEvent::Kind::Up:
       queueRemote({RemoteJob::Kind::Namespace, 0, 0});
@@ -177,6 +190,8 @@ void Engine::onBackendEvent(const BackendEvent& e) {
       queueRemote({RemoteJob::Kind::Down, 0, 0});
       break;
   }
+  lock.unlock();
+  run(after);
 }
 
 void Engine::queueRemote(RemoteJob job) {
@@ -232,7 +247,7 @@ void Engine::runRemoteJob(const RemoteJob& job, Lock& lock, After& after) {
       break;
     case RemoteJob::Kind::Ack: {
       lock.unlock();
-      auto r = backend_->ack(job.id, job.seq);
+      auto r = backend_->ack(job.id, job.seq, static_cast<uint32_t>(job.pid));
       lock.lock();
       if (r && !*r) ++remoteAcksLost_;
       break;
@@ -288,6 +303,7 @@ void Engine::pushSenders(const MailboxPtr& box, Lock& lock, After& after) {
     rm.gid = msg->gid;
     rm.mode = msg->mode;
     rm.sentNs = toNs(now());
+    if (const Handle* sender = handle(w.fh)) rm.receipt = sender->readsReceipts && w.kind == WaitKind::Send;
     lock.unlock();
     auto r = backend_->push(box->id, rm);
     lock.lock();
@@ -351,15 +367,13 @@ void Engine::pushSenders(const MailboxPtr& box, Lock& lock, After& after) {
       continue;
     }
     Handle* h = handle(w.fh);
-    if (h) {
-      h->lastSentUid = 0;  // its fate is learned on another host: no receipt to wait for
-      h->receipt.reset();
+    if (!h) {  // released meanwhile (a send from release): nobody waits for it
+      if (w.onStatus) after.push_back([d = std::move(w.onStatus)] { d(Status{}); });
+      continue;
     }
-    if (w.onStatus) after.push_back([d = std::move(w.onStatus)] { d(Status{}); });
-    if (w.onRead) {
-      auto text = std::make_shared<const std::string>(fmt::format("sent {}\n", msg->seq));
-      after.push_back([d = std::move(w.onRead), chunk = Bytes::slice(text, 0, w.size)] { d(chunk); });
-    }
+    // Its receipt comes from whichever host's reader acknowledges it.
+    if (h->readsReceipts) remoteReceipts_.insert_or_assign({box->id, msg->seq}, msg);
+    (void)sent(*h, msg, w.onStatus, w.onRead, w.size, after, w.id);
   }
 }
 
@@ -427,12 +441,37 @@ void Engine::injectClaimed(Mailbox& box, RemoteMessage&& rm, After& after) {
 
 // Read to the end (or taken whole by a batch read): acknowledged once its reader confirms
 // it got it (its next read or its close) -- at once if that read was the confirming one.
-void Engine::awaitRemoteConfirmation(const MessagePtr& msg, Handle& h) {
+void Engine::awaitRemoteConfirmation(const MessagePtr& msg, Handle& h, pid_t reader) {
+  msg->remoteReader = reader;
   if (msg->payload->empty() && h.batch == detail::Batch::None) {
-    queueRemote({RemoteJob::Kind::Ack, h.box->id, msg->remoteSeq});
+    queueRemote({RemoteJob::Kind::Ack, h.box->id, msg->remoteSeq, reader});
     return;
   }
   h.unconfirmed.push_back(msg);
+}
+
+Status Engine::confirmRemoteNow(uint64_t fh) {
+  std::vector<MessagePtr> confirmed;
+  uint64_t boxId = 0;
+  {
+    std::lock_guard lock(mutex_);
+    Handle* h = handle(fh);
+    if (!h || !h->box || !h->box->remote || h->unconfirmed.empty()) return {};
+    confirmed = std::move(h->unconfirmed);
+    h->unconfirmed.clear();
+    boxId = h->box->id;
+  }
+  Status result;
+  for (const auto& msg : confirmed) {
+    auto r = backend_->ack(boxId, msg->remoteSeq, static_cast<uint32_t>(msg->remoteReader));
+    if (!r) {
+      result = fail(r.error());
+    } else if (!*r) {
+      std::lock_guard lock(mutex_);
+      ++remoteAcksLost_;
+    }
+  }
+  return result;
 }
 
 // Claimed messages nobody here waits for any more go back to the head of the shared queue.
@@ -468,8 +507,10 @@ void Engine::registerWaiting(const MailboxPtr& box, Lock& lock, bool renew) {
 void Engine::remoteTick(Lock& lock, After& after) {
   std::map<uint64_t, std::vector<uint64_t>> held;
   std::vector<MailboxPtr> active;
+  std::vector<uint64_t> shared;
   for (auto& [id, box] : mailboxesById_) {
     if (!box->remote) continue;
+    shared.push_back(id);
     for (auto& [order, m] : box->queue)
       if (m->remoteSeq) held[id].push_back(m->remoteSeq);
     if (!box->receivers.empty() || !box->senders.empty() || box->waitingRegistered > 0) active.push_back(box);
@@ -485,6 +526,8 @@ void Engine::remoteTick(Lock& lock, After& after) {
     if (sem->remote && !sem->waiters.empty()) semWaiting.push_back(sem);
   lock.unlock();
   for (const auto& [id, seqs] : held) (void)backend_->renew(id, seqs);
+  // What a dead daemon held comes back even while nobody receives (listings show it).
+  for (uint64_t id : shared) (void)backend_->reclaim(id);
   lock.lock();
   for (const auto& box : active) {
     if (box->removed) continue;
@@ -766,8 +809,9 @@ Status Engine::renameRemote(std::string_view name, std::string_view newName) {
   return {};
 }
 
-// After a local change of a shared mailbox's mode, owner or settings: the backend gets it.
-Status Engine::pushSettings(uint64_t ino) {
+// After a local change of a shared mailbox's mode, owner or settings: the backend gets the
+// fields that changed (and only those: another host may be changing another one).
+Status Engine::pushSettings(uint64_t ino, const std::vector<Backend::Field>& fields) {
   RemoteMailbox rm;
   {
     std::lock_guard lock(mutex_);
@@ -775,7 +819,7 @@ Status Engine::pushSettings(uint64_t ino) {
     if (!box || !box->remote) return {};
     rm = remoteRecord(*box);
   }
-  return backend_->updateMailbox(rm);
+  return backend_->updateMailbox(rm, fields);
 }
 
 // rm of a listed message of a shared mailbox: removed from the shared queue if still there.
@@ -803,6 +847,84 @@ Status Engine::unlinkRemoteMessage(uint64_t parent, std::string_view name) {
     box->mtime = box->ctime = now();
   }
   return {};
+}
+
+Status Engine::refreshRemote(uint64_t ino) {
+  const auto kind = ino::kindOf(ino);
+  const uint64_t id = ino::idOf(ino);
+  bool mailbox = false, semaphore = false;
+  std::string messageName;
+  uint64_t messageBox = 0;
+  {
+    std::lock_guard lock(mutex_);
+    if (kind == ino::Kind::Semaphore) {
+      auto it = semaphoresById_.find(id);
+      semaphore = it != semaphoresById_.end() && it->second->remote;
+    } else if (kind == ino::Kind::Message) {
+      for (auto& [boxId, box] : mailboxesById_) {
+        if (!box->remote) continue;
+        for (const auto& l : box->remoteListing)
+          if (l->uid == id) {
+            messageName = l->name;
+            messageBox = boxId;
+          }
+      }
+    } else if (kind == ino::Kind::Mailbox || kind == ino::Kind::Status) {
+      auto box = mailboxById(id);
+      mailbox = box && box->remote;
+    }
+  }
+  if (semaphore) {
+    auto rs = backend_->semaphore(id);
+    if (!rs) return fail(rs.error());
+    std::lock_guard lock(mutex_);
+    if (auto it = semaphoresById_.find(id); it != semaphoresById_.end()) {
+      it->second->value = rs->value;
+      it->second->mode = rs->mode & 07777;
+      it->second->uid = rs->uid;
+      it->second->gid = rs->gid;
+    }
+  } else if (messageBox) {
+    // A peek: the message must still be queued (its bytes came with the listing).
+    auto rm = backend_->peek(messageBox, messageName);
+    if (!rm) return fail(rm.error());
+  } else if (mailbox) {
+    auto rm = backend_->mailbox(id);
+    if (!rm) return fail(rm.error());
+    auto st = backend_->stats(id);
+    if (!st) return fail(st.error());
+    std::lock_guard lock(mutex_);
+    if (auto box = mailboxById(id)) {
+      applyRemoteSettings(*box, *rm);
+      box->remoteMessages = st->messages;
+      box->remoteBytes = st->bytes;
+      box->sent = st->sent;
+      box->received = st->received;
+      box->redelivered = st->redelivered;
+    }
+  }
+  return {};
+}
+
+std::optional<bool> Engine::remoteReadable(uint64_t fh) {
+  uint64_t boxId = 0, semId = 0;
+  {
+    std::lock_guard lock(mutex_);
+    Handle* h = handle(fh);
+    if (!h) return std::nullopt;
+    if (h->kind == HandleKind::Receiver && h->box->remote && !h->current && !h->atEnd && h->box->queue.empty())
+      boxId = h->box->id;
+    else if (h->kind == HandleKind::Semaphore && h->semaphore->remote)
+      semId = h->semaphore->id;
+    else
+      return std::nullopt;
+  }
+  if (boxId) {
+    auto n = backend_->queueLength(boxId);
+    return n && *n > 0;
+  }
+  auto rs = backend_->semaphore(semId);
+  return rs && rs->value > 0;
 }
 
 // ---- semaphores ----

@@ -155,7 +155,8 @@ std::string Engine::renderMailboxStatus(const Mailbox& box) const {
   return fmt::format(
       "id: {}\nname: {}\nmessages: {}\nbytes: {}\ncapacity: {}\npolicy: {}\nbound: {}\nmax_msg_size: {}\n"
       "receivers_waiting: {}\nsenders_waiting: {}\nreceipts_waiting: {}\nsent: {}\nreceived: {}\nredelivered: {}\n",
-      box.id, statusEscaped(box.name), box.queue.size(), box.queuedBytes,
+      box.id, statusEscaped(box.name), box.remote ? box.remoteMessages : box.queue.size(),
+      box.remote ? box.remoteBytes : box.queuedBytes,
       box.capacity == kUnlimited ? std::string("unlimited") : std::to_string(box.capacity),
       detail::policyName(box.policy), bound.empty() ? "-" : bound, box.maxMsgSize, box.receivers.size(),
       box.senders.size(), box.receipts.size(), box.sent, box.received, box.redelivered);

@@ -57,6 +57,9 @@ std::string joinNul(const std::string_view (&names)[N]) {
 }  // namespace
 
 Result<std::string> Engine::getxattr(uint64_t ino, std::string_view name) {
+  if (backend_) {
+    if (auto fresh = refreshRemote(ino); !fresh) return fail(fresh.error());
+  }
   std::lock_guard lock(mutex_);
   if (auto box = mailboxByIno(ino)) {
     if (name == "user.ipc.id") return std::to_string(box->id);
@@ -132,7 +135,12 @@ Status Engine::setxattr(uint64_t ino, std::string_view name, std::string_view va
     return fail(contains(kMailboxAttrs, name) ? EPERM : ENOTSUP);
   }();
   commitSync(after);
-  if (result && backend_) return pushSettings(ino);  // every host sees it
+  if (result && backend_) {  // every host sees it
+    const auto field = name == "user.ipc.capacity" ? Backend::Field::Capacity
+                       : name == "user.ipc.policy" ? Backend::Field::Policy
+                                                   : Backend::Field::MaxMsgSize;
+    return pushSettings(ino, {field});
+  }
   return result;
 }
 

@@ -60,6 +60,7 @@ struct Message {
   // claimed, so that giving it back says whether it was cut short here.
   uint64_t remoteSeq = 0;
   uint32_t remoteRedeliveries = 0;
+  pid_t remoteReader = 0;  // who read it to the end: named in its acknowledgement
 };
 
 // Batch nodes: .send-lines/.receive-lines (a message per line) and .send-frames /
@@ -152,6 +153,8 @@ struct Mailbox {
   // What the backend had queued at the last listing: listed and peekable here, never
   // received from here (receiving claims from the backend).
   std::vector<std::shared_ptr<Message>> remoteListing;
+  // The backend's figures as of the last .status (queued and bytes: the shared queue's).
+  uint64_t remoteMessages = 0, remoteBytes = 0;
 };
 
 // Whether `msg` was sent by `from` or one of its descendants (0 matches every message).

@@ -152,15 +152,18 @@ class RedisBackend final : public Backend {
     using namespace redis;
     const std::string now = kNow, forget = kForget;
     push_.text = now + kPush;
-    claim_.text = now + kClaim;
+    const std::string reclaimFn = now + kReclaimFn;
+    claim_.text = reclaimFn + kClaim;
+    reclaim_.text = reclaimFn + kReclaim;
     ack_.text = forget + kAck;
     giveBack_.text = kGiveBack;
     renew_.text = now + kRenew;
     setWaiting_.text = now + kSetWaiting;
-    queued_.text = kQueued;
+    queued_.text = reclaimFn + kQueued;
     peek_.text = kPeek;
     removeQueued_.text = forget + kRemoveQueued;
     dropMailbox_.text = kDropMailbox;
+    stats_.text = reclaimFn + kStats;
     post_.text = kPost;
     tryWait_.text = kTryWait;
   }
@@ -240,8 +243,31 @@ class RedisBackend final : public Backend {
     return {};
   }
 
-  Status updateMailbox(const RemoteMailbox& box) override {
-    if (auto w = writeMeta(box, false); !w) return w;
+  Status updateMailbox(const RemoteMailbox& box, const std::vector<Field>& fields) override {
+    const std::string meta = mailboxTag(box.id) + ":meta";
+    std::vector<std::string> args{"HSET", meta};
+    auto put = [&](const char* k, std::string v) {
+      args.emplace_back(k);
+      args.push_back(std::move(v));
+    };
+    for (Field f : fields) {
+      switch (f) {
+        case Field::Mode: put("mode", std::to_string(box.mode)); break;
+        case Field::Owner:
+          put("uid", std::to_string(box.uid));
+          put("gid", std::to_string(box.gid));
+          break;
+        case Field::Times:
+          put("ctime", std::to_string(box.ctimeNs));
+          put("mtime", std::to_string(box.mtimeNs));
+          break;
+        case Field::Capacity: put("capacity", box.capacity == kUnlimited ? "-1" : std::to_string(box.capacity)); break;
+        case Field::Policy: put("policy", box.policy); break;
+        case Field::MaxMsgSize: put("maxmsg", std::to_string(box.maxMsgSize)); break;
+      }
+    }
+    if (args.size() == 2) return {};
+    if (auto r = call(meta, std::move(args)); !r) return fail(r.error());
     publish(fmt::format("c {}", box.id));
     return {};
   }
@@ -251,7 +277,8 @@ class RedisBackend final : public Backend {
   Result<std::optional<Pushed>> push(uint64_t box, const RemoteMessage& msg) override {
     auto r = runScript(push_, mailboxKeys(box),
                        {std::to_string(box), msg.name, msg.payload, std::to_string(msg.pid), std::to_string(msg.uid),
-                        std::to_string(msg.gid), std::to_string(msg.mode), std::to_string(msg.sentNs)});
+                        std::to_string(msg.gid), std::to_string(msg.mode), std::to_string(msg.sentNs),
+                        msg.receipt ? "1" : "0"});
     if (!r) return fail(r.error());
     const redisReply* a = r->get();
     if (a->type != REDIS_REPLY_ARRAY || a->elements == 0) return fail(EIO);
@@ -271,8 +298,14 @@ class RedisBackend final : public Backend {
     return parseMessages(r->get());
   }
 
-  Result<bool> ack(uint64_t box, uint64_t seq) override {
-    auto r = runScript(ack_, mailboxKeys(box), {std::to_string(box), std::to_string(seq)});
+  Status reclaim(uint64_t box) override {
+    auto r = runScript(reclaim_, mailboxKeys(box), {std::to_string(box)});
+    if (!r) return fail(r.error());
+    return {};
+  }
+
+  Result<bool> ack(uint64_t box, uint64_t seq, uint32_t reader) override {
+    auto r = runScript(ack_, mailboxKeys(box), {std::to_string(box), std::to_string(seq), std::to_string(reader)});
     if (!r) return fail(r.error());
     return num(r->get()) == 1;
   }
@@ -317,6 +350,28 @@ class RedisBackend final : public Backend {
     if (!r) return fail(r.error());
     if (num(r->get()) == 0) return fail(ENOENT);
     return {};
+  }
+
+  Result<RemoteStats> stats(uint64_t box) override {
+    auto r = runScript(stats_, mailboxKeys(box), {});
+    if (!r) return fail(r.error());
+    const redisReply* a = r->get();
+    if (a->type != REDIS_REPLY_ARRAY || a->elements < 6) return fail(EIO);
+    RemoteStats st;
+    st.messages = static_cast<uint64_t>(num(a->element[0]));
+    st.bytes = static_cast<uint64_t>(num(a->element[1]));
+    st.claimed = static_cast<uint64_t>(num(a->element[2]));
+    st.sent = static_cast<uint64_t>(num(a->element[3]));
+    st.received = static_cast<uint64_t>(num(a->element[4]));
+    st.redelivered = static_cast<uint64_t>(num(a->element[5]));
+    return st;
+  }
+
+  Result<uint64_t> queueLength(uint64_t box) override {
+    const std::string q = mailboxTag(box) + ":q";
+    auto r = call(q, {"LLEN", q});
+    if (!r) return fail(r.error());
+    return static_cast<uint64_t>(num(r->get()));
   }
 
   // ---- sem/ ----
@@ -698,6 +753,18 @@ class RedisBackend final : public Backend {
       case 'r': e.kind = BackendEvent::Kind::Room; break;
       case 'c': e.kind = BackendEvent::Kind::Settings; break;
       case 's': e.kind = BackendEvent::Kind::Semaphore; break;
+      case 'd': {  // "d ID SEQ PID"
+        e.kind = BackendEvent::Kind::Delivered;
+        std::string_view rest = text.substr(std::min<size_t>(2, text.size()));
+        const size_t a = rest.find(' ');
+        const size_t b = a == std::string_view::npos ? a : rest.find(' ', a + 1);
+        if (b == std::string_view::npos) return;
+        e.id = static_cast<uint64_t>(num(rest.substr(0, a)));
+        e.seq = static_cast<uint64_t>(num(rest.substr(a + 1, b - a - 1)));
+        e.pid = static_cast<uint32_t>(num(rest.substr(b + 1)));
+        onEvent_(e);
+        return;
+      }
       default: e.kind = BackendEvent::Kind::Namespace; break;
     }
     if (text.size() > 2) e.id = static_cast<uint64_t>(num(text.substr(2)));
@@ -714,7 +781,7 @@ class RedisBackend final : public Backend {
   Server* single_ = nullptr;  // GUARDED_BY(topologyMutex_)
   std::array<Server*, kSlots> slots_{};  // GUARDED_BY(topologyMutex_)
   std::mutex scriptMutex_;
-  Script push_, claim_, ack_, giveBack_, renew_, setWaiting_, queued_, peek_, removeQueued_, dropMailbox_, post_,
+  Script push_, claim_, reclaim_, ack_, giveBack_, renew_, setWaiting_, queued_, peek_, removeQueued_, dropMailbox_, stats_, post_,
       tryWait_;
   std::atomic<int64_t> downUntil_{0};
   std::function<void(const BackendEvent&)> onEvent_;

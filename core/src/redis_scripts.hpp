@@ -10,11 +10,12 @@
 //   KEYS[3] fl    zset: claimed seq -> lease deadline (ms, server clock)
 //   KEYS[4] rx    hash: daemon -> "receivers deadline" (receivers waiting there)
 //   KEYS[5] d     hash: seq -> payload
-//   KEYS[6] h     hash: seq -> "name/pid/uid/gid/mode/sentNs" (names never hold '/')
+//   KEYS[6] h     hash: seq -> "name/pid/uid/gid/mode/sentNs/receipt" (names never hold
+//                 '/'; receipt 1: its sender waits to learn who took it)
 //   KEYS[7] r     hash: seq -> redeliveries
 //   KEYS[8] n     hash: name -> seq (every message not yet gone holds its name)
 // Events go to one channel, ipcfs:events: "m I" message, "r I" room, "c I" settings,
-// "s I" semaphore post, "n" names.
+// "s I" semaphore post, "n" names, "d I SEQ PID" delivered (for a receipt).
 #pragma once
 
 namespace ipcfs::redis {
@@ -26,7 +27,7 @@ local function now()
 end
 )";
 
-// ARGV: id name payload pid uid gid mode sentNs. Returns {0, seq, name} queued, {1} no room,
+// ARGV: id name payload pid uid gid mode sentNs receipt(0/1). Returns {0, seq, name} queued, {1} no room,
 // {2} no such mailbox, {3} name taken.
 inline constexpr const char* kPush = R"(
 if redis.call('EXISTS', KEYS[1]) == 0 then return {2} end
@@ -54,7 +55,7 @@ else
   seq = redis.call('HINCRBY', KEYS[1], 'nextseq', 1)
 end
 redis.call('HSET', KEYS[5], seq, ARGV[3])
-redis.call('HSET', KEYS[6], seq, name .. '/' .. ARGV[4] .. '/' .. ARGV[5] .. '/' .. ARGV[6] .. '/' .. ARGV[7] .. '/' .. ARGV[8])
+redis.call('HSET', KEYS[6], seq, name .. '/' .. ARGV[4] .. '/' .. ARGV[5] .. '/' .. ARGV[6] .. '/' .. ARGV[7] .. '/' .. ARGV[8] .. '/' .. ARGV[9])
 redis.call('HSET', KEYS[8], name, seq)
 redis.call('RPUSH', KEYS[2], seq)
 redis.call('HINCRBY', KEYS[1], 'sent', 1)
@@ -63,18 +64,34 @@ redis.call('PUBLISH', 'ipcfs:events', 'm ' .. ARGV[1])
 return {0, seq, name}
 )";
 
-// ARGV: id max leaseMs. Expired claims first go back to the head, counted as redelivered.
+// Claims whose lease ran out (their daemon died) go back to the head, counted as
+// redelivered. Returns how many.
+inline constexpr const char* kReclaimFn = R"(
+local function reclaim(t)
+  local expired = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', t)
+  for i = #expired, 1, -1 do
+    local s = expired[i]
+    redis.call('ZREM', KEYS[3], s)
+    redis.call('LPUSH', KEYS[2], s)
+    redis.call('HINCRBY', KEYS[7], s, 1)
+    redis.call('HINCRBY', KEYS[1], 'redelivered', 1)
+  end
+  return #expired
+end
+)";
+
+// ARGV: id. Announces what came back.
+inline constexpr const char* kReclaim = R"(
+local n = reclaim(now())
+if n > 0 then redis.call('PUBLISH', 'ipcfs:events', 'm ' .. ARGV[1]) end
+return n
+)";
+
+// ARGV: id max leaseMs. Expired claims first go back to the head.
 // Returns seq, header, payload, redeliveries for each claimed message.
 inline constexpr const char* kClaim = R"(
 local t = now()
-local expired = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', t)
-for i = #expired, 1, -1 do
-  local s = expired[i]
-  redis.call('ZREM', KEYS[3], s)
-  redis.call('LPUSH', KEYS[2], s)
-  redis.call('HINCRBY', KEYS[7], s, 1)
-  redis.call('HINCRBY', KEYS[1], 'redelivered', 1)
-end
+reclaim(t)
 local out = {}
 for i = 1, tonumber(ARGV[2]) do
   local s = redis.call('LPOP', KEYS[2])
@@ -105,11 +122,15 @@ local function forget(s)
 end
 )";
 
-// ARGV: id seq. 1: gone for good; 0: the lease was lost and another daemon has it.
+// ARGV: id seq readerPid. 1: gone for good; 0: the lease was lost and another daemon has it.
 inline constexpr const char* kAck = R"(
 local gone = redis.call('ZREM', KEYS[3], ARGV[2])
 if gone == 0 then gone = redis.call('LREM', KEYS[2], 1, ARGV[2]) end
 if gone == 0 then return 0 end
+local h = redis.call('HGET', KEYS[6], ARGV[2]) or ''
+if string.sub(h, -2) == '/1' then
+  redis.call('PUBLISH', 'ipcfs:events', 'd ' .. ARGV[1] .. ' ' .. ARGV[2] .. ' ' .. ARGV[3])
+end
 forget(ARGV[2])
 redis.call('HINCRBY', KEYS[1], 'received', 1)
 return 1
@@ -147,6 +168,7 @@ return 0
 
 // ARGV: max. Returns seq, header, payload, redeliveries of the first `max` queued messages.
 inline constexpr const char* kQueued = R"(
+reclaim(now())
 local out = {}
 for _, s in ipairs(redis.call('LRANGE', KEYS[2], 0, tonumber(ARGV[1]) - 1)) do
   out[#out + 1] = s
@@ -171,6 +193,16 @@ if not s or redis.call('LREM', KEYS[2], 1, s) == 0 then return 0 end
 forget(s)
 redis.call('PUBLISH', 'ipcfs:events', 'r ' .. ARGV[1])
 return 1
+)";
+
+// For .status: queued messages and bytes, claimed ones, and the mailbox's counters.
+inline constexpr const char* kStats = R"(
+reclaim(now())
+local seqs = redis.call('LRANGE', KEYS[2], 0, -1)
+local bytes = 0
+for _, s in ipairs(seqs) do bytes = bytes + redis.call('HSTRLEN', KEYS[5], s) end
+local c = redis.call('HMGET', KEYS[1], 'sent', 'received', 'redelivered')
+return {#seqs, bytes, redis.call('ZCARD', KEYS[3]), tonumber(c[1] or '0'), tonumber(c[2] or '0'), tonumber(c[3] or '0')}
 )";
 
 // A mailbox's keys go; ARGV: id.

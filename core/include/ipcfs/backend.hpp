@@ -47,6 +47,7 @@ struct RemoteMessage {
   uint32_t pid = 0, uid = 0, gid = 0, mode = 0444;
   int64_t sentNs = 0;
   uint32_t redeliveries = 0;
+  bool receipt = false;  // its sender waits for a receipt: acknowledging it says who took it
 };
 
 struct RemoteSemaphore {
@@ -58,6 +59,12 @@ struct RemoteSemaphore {
   uint64_t value = 0;
 };
 
+// A shared mailbox's figures, for .status.
+struct RemoteStats {
+  uint64_t messages = 0, bytes = 0, claimed = 0;
+  uint64_t sent = 0, received = 0, redelivered = 0;
+};
+
 // What another daemon changed: wakes waiters here, refreshes names.
 struct BackendEvent {
   enum class Kind {
@@ -66,10 +73,13 @@ struct BackendEvent {
     Settings,   // mailbox `id`'s mode, owner or settings changed
     Semaphore,  // semaphore `id` was posted
     Namespace,  // a mailbox or semaphore was made, removed or renamed
+    Delivered,  // message `seq` of mailbox `id` was received by process `pid` (a receipt)
     Up,         // the backend is reachable (again)
     Down,       // the backend is unreachable: calls fail with EIO
   } kind = Kind::Namespace;
   uint64_t id = 0;
+  uint64_t seq = 0;  // Delivered
+  uint32_t pid = 0;  // Delivered
 };
 
 class Backend {
@@ -89,7 +99,10 @@ class Backend {
   virtual Status removeMailbox(const RemoteMailbox& box) = 0;
   // EEXIST if `to` is taken.
   virtual Status renameMailbox(uint64_t id, const std::string& from, const std::string& to) = 0;
-  virtual Status updateMailbox(const RemoteMailbox& box) = 0;  // mode, owner, settings
+  // Only the fields named: "mode" "uid" "gid" "ctime" "mtime" "capacity" "policy" "maxmsg"
+  // (a concurrent change of another field on another host is kept).
+  enum class Field { Mode, Owner, Times, Capacity, Policy, MaxMsgSize };
+  virtual Status updateMailbox(const RemoteMailbox& box, const std::vector<Field>& fields) = 0;
 
   // Messages. `push` returns the message's seq and name, or nullopt when the mailbox has no
   // room (full, or at capacity 0 no receiver waits anywhere).
@@ -99,8 +112,11 @@ class Backend {
   };
   virtual Result<std::optional<Pushed>> push(uint64_t box, const RemoteMessage& msg) = 0;
   virtual Result<std::vector<RemoteMessage>> claim(uint64_t box, size_t max) = 0;
-  // false: the lease was lost and someone else has the message now.
-  virtual Result<bool> ack(uint64_t box, uint64_t seq) = 0;
+  // Expired claims back to the head now (claims, listings and .status do it too).
+  virtual Status reclaim(uint64_t box) = 0;
+  // false: the lease was lost and someone else has the message now. `reader` is named in
+  // the message's receipt, if its sender wants one.
+  virtual Result<bool> ack(uint64_t box, uint64_t seq, uint32_t reader) = 0;
   virtual Status giveBack(uint64_t box, uint64_t seq, bool redelivered) = 0;
   virtual Status renew(uint64_t box, const std::vector<uint64_t>& seqs) = 0;
   // How many receivers wait here for `box` (capacity 0 lets senders in for them).
@@ -109,6 +125,8 @@ class Backend {
   virtual Result<std::vector<RemoteMessage>> queued(uint64_t box, size_t max) = 0;  // the first `max`
   virtual Result<RemoteMessage> peek(uint64_t box, const std::string& name) = 0;  // ENOENT
   virtual Status removeQueued(uint64_t box, const std::string& name) = 0;         // ENOENT
+  virtual Result<RemoteStats> stats(uint64_t box) = 0;
+  virtual Result<uint64_t> queueLength(uint64_t box) = 0;
 
   // sem/
   virtual Result<std::vector<RemoteSemaphore>> semaphores() = 0;

@@ -30,6 +30,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "ipcfs/backend.hpp"
 #include "ipcfs/bytes.hpp"
 #include "ipcfs/caller.hpp"
 #include "ipcfs/limits.hpp"
@@ -37,11 +38,6 @@
 #include "ipcfs/result.hpp"
 
 namespace ipcfs {
-
-class Backend;
-struct BackendEvent;
-struct RemoteMailbox;
-struct RemoteMessage;
 
 namespace durable {
 class Journal;
@@ -329,6 +325,7 @@ class Engine {
     enum class Kind { Wake, SemWake, Ack, Settings, Namespace, Tick, Down } kind = Kind::Wake;
     uint64_t id = 0;
     uint64_t seq = 0;
+    pid_t pid = 0;  // Ack: the reader
   };
   using Lock = std::unique_lock<std::mutex>;
   void onBackendEvent(const BackendEvent& e);
@@ -356,7 +353,13 @@ class Engine {
   Result<struct stat> mkdirRemote(std::string_view name, mode_t mode, const Caller& who);
   Status rmdirRemote(std::string_view name);
   Status renameRemote(std::string_view name, std::string_view newName);
-  Status pushSettings(uint64_t ino);
+  Status pushSettings(uint64_t ino, const std::vector<Backend::Field>& fields);
+  // Before answering from a shared mailbox's or semaphore's mirror: the backend's current
+  // values (EIO when it cannot be reached). No-op for anything else.
+  Status refreshRemote(uint64_t ino);
+  // poll(2) of a shared mailbox's .receive or a shared semaphore with nothing here: asks
+  // the backend whether a read would find something. nullopt: not such a file.
+  std::optional<bool> remoteReadable(uint64_t fh);
   Result<std::pair<struct stat, Opened>> createRemoteSemaphore(std::string_view name, mode_t mode, int flags,
                                                                const Caller& who);
   Status unlinkRemoteSemaphore(std::string_view name);
@@ -403,7 +406,11 @@ class Engine {
   void awaitConfirmation(const detail::Mailbox& box, const MessagePtr& msg, detail::Handle& h);
   void confirmTaken(detail::Handle& h);
   // --backend: the same for a claimed message: acknowledged to the backend once confirmed.
-  void awaitRemoteConfirmation(const MessagePtr& msg, detail::Handle& h);
+  void awaitRemoteConfirmation(const MessagePtr& msg, detail::Handle& h, pid_t reader);
+  // A receiver's read confirms what it read before: acknowledged to the backend before the
+  // read goes on, so a reader that saw a message's end never gets it again. REQUIRES:
+  // mutex_ not held. EIO: the backend could not be told (the message will come again).
+  Status confirmRemoteNow(uint64_t fh);
   void journalPut(const detail::Segment& seg);
   void journalGone(const detail::Segment& seg);
   void journalPut(const detail::Semaphore& sem);
@@ -480,6 +487,9 @@ class Engine {
   std::thread remoteWorker_;
   bool remoteStopping_ = false;  // GUARDED_BY(mutex_)
   uint64_t remoteAcksLost_ = 0;  // acks whose lease had run out: the message may come twice
+  // Messages pushed from a .send opened O_RDWR, by (mailbox id, seq): their receipt comes
+  // from the host whose reader acknowledges them.
+  std::map<std::pair<uint64_t, uint64_t>, MessagePtr> remoteReceipts_;  // GUARDED_BY(mutex_)
 };
 
 }  // namespace ipcfs
