@@ -46,6 +46,7 @@ struct Semaphore;
 struct Pipe;
 struct PipeDir;
 struct Message;
+class MessageTable;
 struct Handle;
 struct Waiter;
 }  // namespace detail
@@ -242,6 +243,7 @@ class Engine {
   Status checkPolicy(detail::Mailbox& box, pid_t pid, bool receiving);
   void dropDeadPairMembers(detail::Mailbox& box) const;
   void abandonDropIn(detail::Handle& h, After& after);
+  void forgetIfOrphan(detail::Mailbox& box, const MessagePtr& msg, const detail::Handle* releasing);
   Status setNodeXattr(uint64_t ino, std::string_view name);
   void destroyMailbox(const MailboxPtr& box, After& after);
 
@@ -376,7 +378,9 @@ class Engine {
   pid_t lastLineagePid_ = 0;
   int64_t lastLineageAt_ = 0;
   std::shared_ptr<const std::vector<pid_t>> lastLineage_;
-  std::unordered_map<uint64_t, MessagePtr> messages_;             // listed or being written; GUARDED_BY(mutex_)
+  // By uid: queued or being written (not owned: their mailbox's queue or their writer's
+  // handle holds them). GUARDED_BY(mutex_)
+  std::unique_ptr<detail::MessageTable> messages_;
   std::unordered_map<uint64_t, std::unique_ptr<detail::Handle>> handles_;  // GUARDED_BY(mutex_)
   std::unordered_map<WaiterId, detail::Mailbox*> waiterHomes_;    // GUARDED_BY(mutex_)
   std::map<std::string, std::shared_ptr<detail::Segment>, std::less<>> segments_;      // GUARDED_BY(mutex_)
