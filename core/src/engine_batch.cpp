@@ -101,9 +101,8 @@ std::optional<WaiterId> Engine::writeBatch(Handle& h, std::string_view data, boo
   std::deque<MessagePtr> msgs;
   std::vector<size_t> ends;  // bytes of this write consumed once message i has entered
   for (const Unit& u : *units) {
-    auto msg = std::make_shared<Message>();
+    auto msg = detail::makeMessage(std::string_view(buf).substr(u.start, u.length));
     msg->uid = nextMessageUid_++;
-    msg->payload = std::make_shared<std::string>(buf, u.start, u.length);
     msg->senderPid = who.pid;
     msg->uid_ = who.uid;
     msg->gid = who.gid;
@@ -154,7 +153,7 @@ std::optional<WaiterId> Engine::writeBatch(Handle& h, std::string_view data, boo
   box.senders.erase(mine);
   waiterHomes_.erase(id);
   --sendersWaiting_;
-  for (const auto& m : rest.batch) releaseBytes(m->payload->size());
+  for (const auto& m : rest.batch) releaseBytes(m->size());
   Result<size_t> r = rest.batchEntered > 0 ? Result<size_t>(rest.batchEnds[rest.batchEntered - 1])
                                            : Result<size_t>(fail(EAGAIN));
   after.push_back([d = std::move(rest.onWrite), r] { d(r); });
@@ -167,18 +166,18 @@ Result<Bytes> Engine::takeBatch(Mailbox& box, Handle& h, size_t size, pid_t read
   const size_t overhead = h.batch == Batch::Lines ? 1 : 4;
   auto out = std::make_shared<std::string>();
   while (canTake(box)) {
-    const size_t need = peekNext(box)->payload->size() + overhead;
+    const size_t need = peekNext(box)->size() + overhead;
     if (out->size() + need > size) {
       if (out->empty()) return fail(EMSGSIZE);
       break;
     }
     MessagePtr msg = popNext(box, after);
     if (h.batch == Batch::Lines) {
-      out->append(*msg->payload);
+      out->append(msg->payload());
       out->push_back('\n');
     } else {
-      appendLength(*out, msg->payload->size());
-      out->append(*msg->payload);
+      appendLength(*out, msg->size());
+      out->append(msg->payload());
     }
     finishTaken(box, msg, h, reader, after);
     admitSenders(box, after);  // taking made room
@@ -203,9 +202,8 @@ std::optional<WaiterId> Engine::flushBatch(Handle& h, StatusCompletion done, Aft
     if (!done) ++discarded_;
     return finish(fail(r.error()));
   }
-  auto msg = std::make_shared<Message>();
+  auto msg = detail::makeMessage(std::move(h.draft));
   msg->uid = nextMessageUid_++;
-  msg->payload = std::make_shared<std::string>(std::move(h.draft));
   msg->senderPid = h.writerPid;
   msg->uid_ = h.writerUid;
   msg->gid = h.writerGid;

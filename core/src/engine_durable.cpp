@@ -121,25 +121,30 @@ void encodeMailbox(std::string& out, const Mailbox& box) {
   e.u64(box.nextSeq);
 }
 
-void encodeMessage(std::string& out, uint64_t boxId, const Message& msg, bool whole) {
+// `taken`: whether a reader's taking it is on record (msg.takenJournaled unless told).
+void encodeMessage(std::string& out, uint64_t boxId, const Message& msg, bool whole, bool taken) {
   Encoder e(out);
   e.u64(msg.uid);
   e.u64(boxId);
   e.u64(msg.seq);
   e.i64(msg.order);
-  e.bytes(msg.name);
+  e.bytes(msg.name());
   e.i64(msg.senderPid);
-  e.u32(msg.redeliveries);
-  e.u8(msg.takenJournaled ? 1 : 0);
+  e.u32(msg.redeliveries());
+  e.u8(taken ? 1 : 0);
   if (!whole) return;
-  encodeAttrs(e, msg.mode, msg.uid_, msg.gid, msg.atime, msg.mtime, msg.ctime);
-  e.bytes(*msg.payload);
+  encodeAttrs(e, msg.mode, msg.uid_, msg.gid, msg.atime(), msg.mtime(), msg.ctime());
+  e.bytes(msg.payload());
+}
+
+void encodeMessage(std::string& out, uint64_t boxId, const Message& msg, bool whole) {
+  encodeMessage(out, boxId, msg, whole, msg.takenJournaled);
 }
 
 void encodeMessageAttrs(std::string& out, const Message& msg) {
   Encoder e(out);
   e.u64(msg.uid);
-  encodeAttrs(e, msg.mode, msg.uid_, msg.gid, msg.atime, msg.mtime, msg.ctime);
+  encodeAttrs(e, msg.mode, msg.uid_, msg.gid, msg.atime(), msg.mtime(), msg.ctime());
 }
 
 void encodeId(std::string& out, uint64_t id) { Encoder(out).u64(id); }
@@ -168,7 +173,9 @@ void encodePipeDir(std::string& out, const detail::PipeDir& d) {
 // ------------------------------------------------------------------ lifetime
 
 Engine::Engine(Limits limits, std::shared_ptr<ProcessTable> processes)
-    : limits_(limits), processes_(std::move(processes)) {}
+    : limits_(limits),
+      processes_(std::move(processes)),
+      messages_(std::make_unique<detail::MessageTable>(detail::MessageTable::Key::Uid)) {}
 
 Engine::~Engine() {
   stopBackend();
@@ -210,7 +217,7 @@ std::expected<std::string, std::string> Engine::openStateDir(const std::string& 
   size_t total = 0;
   for (const auto& [id, n] : ctx.messagesIn) total += n;
   ctx.boxOf.reserve(total);
-  messages_.reserve(total);
+  messages_->reserve(total);
   auto replay = [&](std::string_view records, std::string where) -> durable::Check {
     ctx.where = std::move(where);
     ctx.record = 0;
@@ -291,7 +298,7 @@ std::string Engine::snapshotRecords() const {
   });
   for (const auto& [id, box] : mailboxesById_) {
     appendEncoded(out, kMailbox, [&](std::string& o) { encodeMailbox(o, *box); });
-    for (const auto& [order, msg] : box->queue)
+    for (const auto& msg : box->queue)
       appendEncoded(out, kMessage, [&](std::string& o) { encodeMessage(o, id, *msg, true); });
   }
   // Messages being read, or read to the end and not confirmed: they come back at the next
@@ -300,9 +307,7 @@ std::string Engine::snapshotRecords() const {
     if (h->kind != detail::HandleKind::Receiver || h->box->owner != 0 || h->box->removed) continue;
     auto keep = [&](const Message& msg) {
       if (!msg.journaled) return;
-      Message copy = msg;
-      copy.takenJournaled = true;
-      appendEncoded(out, kMessage, [&](std::string& o) { encodeMessage(o, h->box->id, copy, true); });
+      appendEncoded(out, kMessage, [&](std::string& o) { encodeMessage(o, h->box->id, msg, true, true); });
     };
     if (h->current) keep(*h->current);
     for (const auto& msg : h->unconfirmed) keep(*msg);
@@ -371,7 +376,7 @@ void Engine::journalGone(Message& msg) {
 
 void Engine::awaitConfirmation(const Mailbox& box, const MessagePtr& msg, detail::Handle& h) {
   if (!msg->journaled) return;
-  if (msg->payload->empty() && h.batch == detail::Batch::None) {
+  if (msg->size() == 0 && h.batch == detail::Batch::None) {
     journalGone(*msg);  // the read that took it returns its end: nothing more to confirm
     return;
   }
@@ -381,8 +386,8 @@ void Engine::awaitConfirmation(const Mailbox& box, const MessagePtr& msg, detail
 
 void Engine::confirmTaken(detail::Handle& h) {
   for (const auto& msg : h.unconfirmed) {
-    if (msg->remoteSeq)
-      queueRemote({RemoteJob::Kind::Ack, h.box->id, msg->remoteSeq, msg->remoteReader});
+    if (msg->remoteSeq())
+      queueRemote({RemoteJob::Kind::Ack, h.box->id, msg->remoteSeq(), msg->extra->remoteReader});
     else
       journalGone(*msg);
   }
@@ -511,7 +516,7 @@ std::expected<void, std::string> Engine::loadRecord(uint8_t type, std::string_vi
       } else {
         box = std::make_shared<Mailbox>();
         box->id = id;
-        if (auto n = ctx.messagesIn.find(id); n != ctx.messagesIn.end()) box->byName.reserve(n->second);
+        if (auto n = ctx.messagesIn.find(id); n != ctx.messagesIn.end()) box->bySeq.reserve(n->second);
         mailboxesById_.emplace(id, box);
       }
       box->name = name;
@@ -528,7 +533,7 @@ std::expected<void, std::string> Engine::loadRecord(uint8_t type, std::string_vi
       const uint64_t id = d.u64();
       auto it = mailboxesById_.find(id);
       if (it == mailboxesById_.end()) return bad(fmt::format("removal of unknown mailbox {}", id));
-      if (!it->second->byName.empty()) return bad(fmt::format("removal of mailbox {} that holds messages", id));
+      if (!it->second->byName.empty() || !it->second->bySeq.empty()) return bad(fmt::format("removal of mailbox {} that holds messages", id));
       mailboxesByName_.erase(it->second->name);
       mailboxesById_.erase(it);
       break;
@@ -550,30 +555,32 @@ std::expected<void, std::string> Engine::loadRecord(uint8_t type, std::string_vi
         const std::string_view payload = d.bytes();
         if (!d.ok()) return bad("malformed message");
         if (ctx.boxOf.contains(uid)) return bad(fmt::format("message {} recorded twice", uid));
-        msg = std::make_shared<Message>();
+        msg = detail::makeMessage(payload);
         msg->uid = uid;
-        msg->payload = std::make_shared<std::string>(payload);
-        msg->mode = a.mode;
+        msg->mode = static_cast<uint16_t>(a.mode);
         msg->uid_ = a.uid;
         msg->gid = a.gid;
-        msg->atime = a.atime;
-        msg->mtime = a.mtime;
-        msg->ctime = a.ctime;
-        bytesUsed_ += msg->payload->size();
+        msg->setTimes(a.atime, a.mtime, a.ctime);
+        bytesUsed_ += msg->size();
       } else {
         auto from = ctx.boxOf.find(uid);
-        auto it = messages_.find(uid);
-        if (from == ctx.boxOf.end() || it == messages_.end()) return bad(fmt::format("unknown message {}", uid));
-        msg = it->second;
+        detail::Message* found = messages_->find(uid);
+        if (from == ctx.boxOf.end() || !found) return bad(fmt::format("unknown message {}", uid));
+        msg = *detail::queuePosition(*from->second, found->order);
         unqueue(*from->second, msg);
       }
       if (!d.ok()) return bad("malformed message");
-      if (box.byName.contains(name)) return bad(fmt::format("two messages named '{}' in mailbox {}", name, boxId));
-      if (box.queue.contains(order)) return bad(fmt::format("two messages at one place in mailbox {}", boxId));
+      if (detail::findByName(box, name)) return bad(fmt::format("two messages named '{}' in mailbox {}", name, boxId));
+      if (detail::queuePosition(box, order) != box.queue.end())
+        return bad(fmt::format("two messages at one place in mailbox {}", boxId));
       msg->seq = seq;
-      msg->name = name;
+      if (name != detail::seqName(seq)) {
+        msg->setName(name);
+      } else if (msg->extra) {
+        msg->extra->name.clear();
+      }
       msg->senderPid = senderPid;
-      msg->redeliveries = redeliveries;
+      msg->setRedeliveries(redeliveries);
       msg->journaled = true;
       msg->takenJournaled = taken;
       enqueueAt(box, msg, order, none);
@@ -587,26 +594,23 @@ std::expected<void, std::string> Engine::loadRecord(uint8_t type, std::string_vi
     case kMessageAttrs: {
       const uint64_t uid = d.u64();
       const Attrs a = decodeAttrs(d);
-      auto it = messages_.find(uid);
-      if (it == messages_.end()) return bad(fmt::format("attributes of unknown message {}", uid));
-      Message& msg = *it->second;
-      msg.mode = a.mode;
+      detail::Message* found = messages_->find(uid);
+      if (!found) return bad(fmt::format("attributes of unknown message {}", uid));
+      Message& msg = *found;
+      msg.mode = static_cast<uint16_t>(a.mode);
       msg.uid_ = a.uid;
       msg.gid = a.gid;
-      msg.atime = a.atime;
-      msg.mtime = a.mtime;
-      msg.ctime = a.ctime;
+      msg.setTimes(a.atime, a.mtime, a.ctime);
       break;
     }
     case kMessageGone: {
       const uint64_t uid = d.u64();
       auto from = ctx.boxOf.find(uid);
-      auto it = messages_.find(uid);
-      if (from == ctx.boxOf.end() || it == messages_.end())
-        return bad(fmt::format("removal of unknown message {}", uid));
-      MessagePtr msg = it->second;
+      detail::Message* found = messages_->find(uid);
+      if (from == ctx.boxOf.end() || !found) return bad(fmt::format("removal of unknown message {}", uid));
+      MessagePtr msg = *detail::queuePosition(*from->second, found->order);
       unqueue(*from->second, msg);
-      releaseBytes(msg->payload->size());
+      releaseBytes(msg->size());
       ctx.boxOf.erase(from);
       break;
     }
@@ -744,14 +748,14 @@ std::expected<void, std::string> Engine::finishLoad(LoadContext& ctx) {
   After none;
   for (auto& [id, box] : mailboxesById_) {
     std::vector<MessagePtr> taken;
-    for (const auto& [order, msg] : box->queue)
+    for (const auto& msg : box->queue)
       if (msg->takenJournaled) taken.push_back(msg);
     // Back to the head in their order: the last goes in first.
     for (auto it = taken.rbegin(); it != taken.rend(); ++it) {
       const MessagePtr& msg = *it;
       unqueue(*box, msg);
       msg->takenJournaled = false;
-      ++msg->redeliveries;
+      msg->redelivered();
       ++box->redelivered;
       ++messagesRedelivered_;
       requeueHead(*box, msg, none);

@@ -49,7 +49,8 @@ std::unique_ptr<Handle> makeHandle(HandleKind kind, std::shared_ptr<Mailbox> box
 
 std::unique_ptr<Handle> snapshotHandle(std::string text) {
   auto h = makeHandle(HandleKind::Snapshot, nullptr);
-  h->snapshot = std::make_shared<const std::string>(std::move(text));
+  auto bytes = std::make_shared<const std::string>(std::move(text));
+  h->snapshot = Bytes::slice(bytes, 0, bytes->size());
   return h;
 }
 
@@ -94,6 +95,9 @@ Result<Opened> Engine::open(uint64_t ino, int flags, const Caller& who) {
   if (ino == ino::kRootStatus) reapExited();  // counts what exited processes left behind
   if (backend_ && (ino::kindOf(ino) == ino::Kind::Status || ino::kindOf(ino) == ino::Kind::Message)) {
     if (auto fresh = refreshRemote(ino); !fresh) return fail(fresh.error());  // .status, a peek
+  }
+  if (backend_) {
+    if (auto held = holdRemote(ino, who.pid); !held) return fail(held.error());  // exclusive
   }
   std::lock_guard lock(mutex_);
   const int access = flags & O_ACCMODE;
@@ -151,17 +155,16 @@ Result<Opened> Engine::open(uint64_t ino, int flags, const Caller& who) {
       }
       return fail(EISDIR);
     case ino::Kind::Message: {
-      auto it = messages_.find(ino::idOf(ino));
-      if (it == messages_.end()) return fail(ENOENT);
+      Message* found = messages_->find(ino::idOf(ino));
+      if (!found) return fail(ENOENT);
       if (!readOnly || (flags & O_TRUNC)) return fail(EACCES);  // queued contents are immutable
-      const Message& msg = *it->second;
+      const Message& msg = *found;
       auto h = makeHandle(HandleKind::Snapshot, nullptr);
-      if (msg.state == MessageState::Queued) {
-        h->snapshot = msg.payload;  // immutable from now on: the page cache may keep it
+      auto copy = std::make_shared<const std::string>(msg.payload());
+      h->snapshot = Bytes::slice(copy, 0, copy->size());
+      if (msg.state == MessageState::Queued) {  // immutable from now on: the page cache may keep it
         opened.directIo = false;
         opened.keepCache = true;
-      } else {
-        h->snapshot = std::make_shared<const std::string>(*msg.payload);
       }
       opened.fh = addHandle(std::move(h));
       return opened;
@@ -200,22 +203,23 @@ Result<Opened> Engine::open(uint64_t ino, int flags, const Caller& who) {
 Result<std::pair<struct stat, Opened>> Engine::createNow(Mailbox& box, std::string_view name, int flags,
                                                          const Caller& who, bool takePlace) {
   if (box.removed) return fail(EIDRM);
-  if (box.byName.contains(std::string(name))) return fail((flags & O_EXCL) ? EEXIST : EACCES);
-  auto msg = std::make_shared<Message>();
+  if (detail::findByName(box, name)) return fail((flags & O_EXCL) ? EEXIST : EACCES);
+  auto msg = detail::makeMessage(std::string_view{});
   msg->uid = nextMessageUid_++;
-  msg->name = std::string(name);
+  msg->setName(std::string(name));
+  msg->body();  // written in place until delivered
   msg->senderPid = who.pid;
   msg->uid_ = who.uid;
   msg->gid = who.gid;
-  msg->atime = msg->mtime = msg->ctime = now();
+  msg->setTimes(now());
   // The create takes a place in the queue when there is one; at capacity 0 there are
   // none: its delivery is a rendezvous instead.
   if (takePlace) {
     msg->holdsPlace = true;
     ++box.reserved;
   }
-  box.byName.emplace(msg->name, msg);
-  messages_.emplace(msg->uid, msg);
+  detail::addName(box, msg.get());
+  messages_->insert(msg.get());
 
   auto h = makeHandle(HandleKind::DropIn, mailboxById(box.id));
   h->dropIn = msg;
@@ -245,7 +249,7 @@ Result<std::pair<struct stat, Opened>> Engine::createUncommitted(uint64_t parent
   if (auto ok = validateName(name); !ok) return fail(ok.error());
   if (auto ok = checkInboxAccess(*box, who, true); !ok) return fail(ok.error());
   if (box->owner != 0 && name == "from") return fail(EEXIST);
-  if (box->byName.contains(std::string(name))) return fail((flags & O_EXCL) ? EEXIST : EACCES);
+  if (detail::findByName(*box, name)) return fail((flags & O_EXCL) ? EEXIST : EACCES);
   if (box->capacity == 0 || (box->senders.empty() && hasRoom(*box))) return createNow(*box, name, flags, who, box->capacity != 0);
   if (flags & O_NONBLOCK) return fail(EAGAIN);
   // Full: the kernel holds the mailbox directory's lock for the whole CREATE, so a create
@@ -280,9 +284,9 @@ std::optional<WaiterId> Engine::read(uint64_t fh, size_t size, off_t offset, boo
       parked = readPipe(*h, size, nonblock, done, after);
       done = nullptr;
     } else if (h->kind == HandleKind::Snapshot) {
-      result = Bytes::slice(h->snapshot, static_cast<size_t>(offset), size);
+      result = Bytes::slice(h->snapshot.owner, h->snapshot.view, static_cast<size_t>(offset), size);
     } else if (h->kind == HandleKind::DropIn) {
-      result = Bytes::slice(std::make_shared<const std::string>(*h->dropIn->payload), static_cast<size_t>(offset),
+      result = Bytes::slice(std::make_shared<const std::string>(h->dropIn->payload()), static_cast<size_t>(offset),
                             size);
     } else if (h->kind == HandleKind::Sender) {
       // Receipts: deliver what was written, then wait for its fate; O_NONBLOCK: EAGAIN
@@ -404,7 +408,7 @@ Result<size_t> Engine::writeNow(Handle& handleRef, std::string_view data, off_t 
   if (h->kind == HandleKind::DropIn) {
     if (h->delivered) return fail(EACCES);  // queued contents are immutable
     if (h->discarded) return data.size();    // like writing to an unlinked file
-    std::string& buf = *h->dropIn->payload;
+    std::string& buf = h->dropIn->body();
     const uint64_t end = static_cast<uint64_t>(offset) + data.size();
     // Like .send: a message that cannot be whole is dropped whole; the next write starts
     // anew, and a close with nothing written since sends nothing (not an empty message).
@@ -422,7 +426,8 @@ Result<size_t> Engine::writeNow(Handle& handleRef, std::string_view data, off_t 
     }
     buf.replace(static_cast<size_t>(offset), data.size(), data);
     h->written = true;
-    h->dropIn->mtime = h->dropIn->ctime = now();
+    const timespec t = now();
+    h->dropIn->setTimes(h->dropIn->atime(), t, t);
     return data.size();
   }
   return fail(EBADF);
@@ -474,14 +479,29 @@ std::optional<WaiterId> Engine::fsync(uint64_t fh, StatusCompletion done) { retu
 void Engine::abandonDropIn(Handle& h, After& after) {
   Mailbox& box = *h.box;
   const MessagePtr& msg = h.dropIn;
-  if (auto it = box.byName.find(msg->name); it != box.byName.end() && it->second == msg) box.byName.erase(it);
-  messages_.erase(msg->uid);
-  releaseBytes(msg->payload->size());
+  detail::eraseName(box, msg.get());
+  messages_->erase(msg.get());
+  releaseBytes(msg->size());
   if (msg->holdsPlace) {
     msg->holdsPlace = false;
     --box.reserved;
     dispatch(box, after);
   }
+}
+
+// REQUIRES: mutex_ held. A drop-in that will never be queued and that nothing holds any more
+// (its file released, no longer waiting to enter) leaves the indexes, which do not own it.
+// `releasing`: the drop-in's own handle, being released.
+void Engine::forgetIfOrphan(Mailbox& box, const MessagePtr& msg, const Handle* releasing) {
+  if (!msg || msg->state != MessageState::Composing) return;
+  for (const auto& w : box.senders)
+    if (w.msg == msg) return;
+  if (!releasing) {
+    for (const auto& [fh, h] : handles_)
+      if (h->dropIn == msg) return;
+  }
+  detail::eraseName(box, msg.get());
+  messages_->erase(msg.get());
 }
 
 void Engine::release(uint64_t fh) {
@@ -512,6 +532,7 @@ void Engine::release(uint64_t fh) {
           else
             abandonDropIn(h, after);
         }
+        forgetIfOrphan(*h.box, h.dropIn, &h);
         break;
       case HandleKind::Receiver: {
         Mailbox& box = *h.box;
@@ -528,21 +549,24 @@ void Engine::release(uint64_t fh) {
             box.receivers.erase(w);
           }
         }
-        if (auto n = box.receiverOpens.find(h.openerPid); n != box.receiverOpens.end() && --n->second <= 0)
+        if (auto n = box.receiverOpens.find(h.openerPid); n != box.receiverOpens.end() && --n->second <= 0) {
           box.receiverOpens.erase(n);
+          if (box.remote && box.policy == detail::Policy::Exclusive)
+            queueRemote({RemoteJob::Kind::Unhold, box.id, 0, h.openerPid});  // another host may now
+        }
         if (h.current && box.removed) {
           // Half-read from the inbox of a process that has exited since: nobody is left to
           // receive it.
           MessagePtr msg = std::move(h.current);
-          releaseBytes(msg->payload->size());
+          releaseBytes(msg->size());
           settleReceipt(*msg, fmt::format("discarded {}\n", msg->seq), after);
           ++discarded_;
           if (box.owner != 0) ++inboxDiscarded_;
         } else if (h.current) {
           // Closed (or died) mid-message: back to the head, counted.
           MessagePtr msg = std::move(h.current);
-          if (auto n = box.byName.find(msg->name); n != box.byName.end() && n->second == msg) box.byName.erase(n);
-          ++msg->redeliveries;
+          detail::eraseName(box, msg.get());
+          msg->redelivered();
           msg->takenJournaled = false;
           ++box.redelivered;
           ++messagesRedelivered_;
@@ -625,7 +649,7 @@ void Engine::cancelMailboxWaiter(WaiterId id, After& after) {
     if (w.kind == WaitKind::Send || w.kind == WaitKind::SendBatch) --sendersWaiting_;
     if (w.kind == WaitKind::SendBatch) {
       // Interrupted midway: a short write of what entered; the rest is not queued.
-      for (const auto& m : w.batch) releaseBytes(m->payload->size());
+      for (const auto& m : w.batch) releaseBytes(m->size());
       if (w.batchEntered > 0) {
         after.push_back([d = std::move(w.onWrite), n = w.batchEnds[w.batchEntered - 1]] { d(n); });
         dispatch(box, after);
@@ -634,10 +658,10 @@ void Engine::cancelMailboxWaiter(WaiterId id, After& after) {
     }
     if (w.kind == WaitKind::Send) {
       // An interrupted sender's message is not queued.
-      releaseBytes(w.msg->payload->size());
+      releaseBytes(w.msg->size());
       if (w.msg->state == MessageState::Composing) {
-        if (auto n = box.byName.find(w.msg->name); n != box.byName.end() && n->second == w.msg) box.byName.erase(n);
-        messages_.erase(w.msg->uid);
+        detail::eraseName(box, w.msg.get());
+        messages_->erase(w.msg.get());
       }
     }
     after.push_back(failWaiter(w, EINTR));
@@ -653,10 +677,15 @@ void Engine::shutdown() {
     shutDown_ = true;
     for (auto* boxes : {&mailboxesById_, &inboxesById_}) {
       for (auto& [id, box] : *boxes) {
+        std::vector<MessagePtr> dropped;
         for (auto* list : {&box->receivers, &box->senders, &box->receipts}) {
-          for (auto& w : *list) after.push_back(failWaiter(w, ESHUTDOWN));
+          for (auto& w : *list) {
+            if (w.msg) dropped.push_back(w.msg);
+            after.push_back(failWaiter(w, ESHUTDOWN));
+          }
           list->clear();
         }
+        for (const auto& msg : dropped) forgetIfOrphan(*box, msg, nullptr);
         box->pollers.clear();
       }
     }

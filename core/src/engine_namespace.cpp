@@ -41,6 +41,9 @@ constexpr ControlEntry kControlNodes[] = {{".send", ino::Kind::Send},
 
 // Directory offsets: 1 and 2 are "." and "..", entries start at kFirstEntry + their key.
 constexpr uint64_t kFirstEntry = 3;
+// Added to a message's queue order (negative for messages put back at the head) to make
+// its directory offset.
+constexpr uint64_t kOrderBias = uint64_t{1} << 61;
 
 std::optional<uint64_t> parseId(std::string_view s) {
   uint64_t v = 0;
@@ -95,12 +98,12 @@ Result<struct stat> Engine::lookup(uint64_t parent, std::string_view name, const
     for (const auto& c : kControlNodes)
       if (c.name == name) return statOf(ino::make(c.kind, box->id));
     if (box->owner != 0 && name == "from") return statOf(ino::make(ino::Kind::FromDir, box->id));
-    auto it = box->byName.find(std::string(name));
-    if (it == box->byName.end() || it->second->state == MessageState::InFlight) return fail(ENOENT);
+    detail::Message* found = detail::findByName(*box, name);
+    if (!found || found->state == MessageState::InFlight) return fail(ENOENT);
     // A free name resolves to ENOENT for everyone, so that a sender may create a message file
     // or move one in under it; a taken one only for those who may browse.
     if (auto ok = checkInboxAccess(*box, who, false); !ok) return fail(ok.error());
-    return messageStat(*it->second);
+    return messageStat(*found);
   }
   auto parentStat = statOf(parent);
   if (!parentStat) return fail(ENOENT);
@@ -153,22 +156,26 @@ Result<struct stat> Engine::setattrUncommitted(uint64_t ino, const AttrChange& c
       return mailboxStat(*box);
     }
     case ino::Kind::Message: {
-      auto it = messages_.find(ino::idOf(ino));
-      if (it == messages_.end()) return fail(ENOENT);
-      Message& msg = *it->second;
+      Message* found = messages_->find(ino::idOf(ino));
+      if (!found) return fail(ENOENT);
+      Message& msg = *found;
       if (change.size) {
         // Queued contents are immutable; a drop-in being written may be truncated by its writer.
         if (msg.state != MessageState::Composing) return fail(EACCES);
         const auto newSize = static_cast<uint64_t>(*change.size);
-        const uint64_t oldSize = msg.payload->size();
+        const uint64_t oldSize = msg.size();
         if (newSize > oldSize) {
           if (auto r = reserveBytes(newSize - oldSize); !r) return fail(r.error());
         } else {
           releaseBytes(oldSize - newSize);
         }
-        msg.payload->resize(newSize);
+        msg.body().resize(newSize);
       }
-      applyOwnerModeTimes(msg.mode, msg.uid_, msg.gid, msg.atime, msg.mtime, msg.ctime);
+      mode_t mode = msg.mode;
+      timespec atime = msg.atime(), mtime = msg.mtime(), ctime = msg.ctime();
+      applyOwnerModeTimes(mode, msg.uid_, msg.gid, atime, mtime, ctime);
+      msg.mode = static_cast<uint16_t>(mode);
+      msg.setTimes(atime, mtime, ctime);
       if (journal_) journalAttrs(msg);
       return messageStat(msg);
     }
@@ -246,9 +253,21 @@ Status Engine::readdir(uint64_t ino, uint64_t offset, const std::function<bool(c
     }
     return {};
   }
-  if (auto box = mailboxByIno(ino)) {
-    for (auto it = box->listed.lower_bound(from); it != box->listed.end(); ++it)
-      if (!add({it->second->name, messageStat(*it->second), kFirstEntry + it->first})) return {};
+  if (auto box = mailboxByIno(ino); box && box->remote) {
+    // A shared mailbox lists what the backend had queued at offset 0, paged by seq.
+    for (const auto& l : box->remoteListing)
+      if (l->seq >= from && !add({l->name(), messageStat(*l), kFirstEntry + l->seq})) return {};
+  } else if (box) {
+    // Paged by queue order (kOrderBias keeps the offsets of messages put back at the head
+    // positive).
+    auto it = std::lower_bound(box->queue.begin(), box->queue.end(), from, [](const MessagePtr& m, uint64_t f) {
+      return static_cast<uint64_t>(m->order) + kOrderBias < f;
+    });
+    for (; it != box->queue.end(); ++it) {
+      const detail::Message& msg = **it;
+      const std::string name = msg.name();
+      if (!add({name, messageStat(msg), kFirstEntry + static_cast<uint64_t>(msg.order) + kOrderBias})) return {};
+    }
   }
   if (ino == ino::kShm || ino == ino::kSem) readdirShmSem(ino, from, add);
   if (isPipesDir(ino)) readdirPipes(ino, from, add);
@@ -297,7 +316,7 @@ Status Engine::rmdir(uint64_t parent, std::string_view name) {
     if (it == mailboxesByName_.end()) return fail(ENOENT);
     MailboxPtr box = it->second;
     // Queued, in-flight and half-written messages all keep the mailbox: nothing is lost.
-    if (!box->byName.empty()) return fail(ENOTEMPTY);
+    if (!box->byName.empty() || !box->bySeq.empty()) return fail(ENOTEMPTY);
     if (journal_) {
       for (auto& [fh, h] : handles_)
         if (h->box == box) confirmTaken(*h);  // their removal goes on record before the mailbox's
@@ -314,16 +333,18 @@ Status Engine::rmdir(uint64_t parent, std::string_view name) {
 void Engine::destroyMailbox(const MailboxPtr& box, After& after) {
   box->removed = true;
   // Waiters would wait forever: they get EIDRM, as msgrcv(2) and msgsnd(2) do.
+  std::vector<MessagePtr> dropped;  // drop-ins that were waiting to enter
   for (auto* list : {&box->receivers, &box->senders, &box->receipts}) {
     for (auto& w : *list) {
+      if (w.msg) dropped.push_back(w.msg);
       waiterHomes_.erase(w.id);
       if (w.kind == detail::WaitKind::Receive) {
         if (auto* h = handle(w.fh)) h->parked.reset();
         --receiversWaiting_;
       } else if (w.kind != detail::WaitKind::Receipt) {
         --sendersWaiting_;
-        if (w.msg) releaseBytes(w.msg->payload->size());
-        for (const auto& m : w.batch) releaseBytes(m->payload->size());
+        if (w.msg) releaseBytes(w.msg->size());
+        for (const auto& m : w.batch) releaseBytes(m->size());
       }
       after.push_back([w = std::move(w)]() mutable {
         if (w.onRead) w.onRead(fail(EIDRM));
@@ -333,6 +354,7 @@ void Engine::destroyMailbox(const MailboxPtr& box, After& after) {
     }
     list->clear();
   }
+  for (const auto& msg : dropped) forgetIfOrphan(*box, msg, nullptr);
   wakePollers(*box, after);
   if (box->owner != 0) {
     inboxesById_.erase(box->id);
@@ -365,22 +387,23 @@ Status Engine::unlink(uint64_t parent, std::string_view name, const Caller& who)
     if (c.name == name) return fail(EPERM);
   if (box->owner != 0 && name == "from") return fail(EPERM);
   if (auto ok = checkInboxAccess(*box, who, false); !ok) return fail(ok.error());
-  auto it = box->byName.find(std::string(name));
-  if (it == box->byName.end() || it->second->state == MessageState::InFlight) return fail(ENOENT);
-  MessagePtr msg = it->second;
-  if (msg->state == MessageState::Queued) {
+  detail::Message* found = detail::findByName(*box, name);
+  if (!found || found->state == MessageState::InFlight) return fail(ENOENT);
+  if (found->state == MessageState::Queued) {
+    MessagePtr msg = *detail::queuePosition(*box, found->order);
     unqueue(*box, msg);
-    releaseBytes(msg->payload->size());
+    releaseBytes(msg->size());
     if (journal_) journalGone(*msg);
     settleReceipt(*msg, fmt::format("discarded {}\n", msg->seq), after);
   } else {
     // A drop-in still being written: its writer's further writes go nowhere.
-    box->byName.erase(it);
-    messages_.erase(msg->uid);
-    releaseBytes(msg->payload->size());
-    msg->payload->clear();
+    detail::Message* msg = found;
+    detail::eraseName(*box, msg);
+    messages_->erase(msg);
+    releaseBytes(msg->size());
+    msg->body().clear();
     for (auto& [fh, h] : handles_)
-      if (h->dropIn == msg) h->discarded = true;
+      if (h->dropIn.get() == msg) h->discarded = true;
     if (msg->holdsPlace) {
       msg->holdsPlace = false;
       --box->reserved;
@@ -404,6 +427,8 @@ Status Engine::rename(uint64_t parent, std::string_view name, uint64_t newParent
     std::lock_guard lock(mutex_);
     if (auto ok = validateName(newName); !ok) return fail(ok.error());
 
+    // A shared semaphore's name is every host's: not renamed from one (EPERM).
+    if (backend_ && parent == ino::kSem) return fail(EPERM);
     if ((parent == ino::kShm || parent == ino::kSem) && newParent == parent)
       return renameShmSem(parent, name, newName);
     if (isPipesDir(parent) && isPipesDir(newParent)) return renamePipe(parent, name, newParent, newName);
@@ -434,25 +459,25 @@ Status Engine::rename(uint64_t parent, std::string_view name, uint64_t newParent
     // Out of an inbox is a receive; into one, a send.
     if (auto ok = checkInboxAccess(*from, who, false); !ok) return fail(ok.error());
     if (auto ok = checkInboxAccess(*to, who, true); !ok) return fail(ok.error());
-    auto it = from->byName.find(std::string(name));
-    if (it == from->byName.end() || it->second->state == MessageState::InFlight) return fail(ENOENT);
-    MessagePtr msg = it->second;
-    if (msg->state == MessageState::Composing) return fail(EBUSY);
+    detail::Message* found = detail::findByName(*from, name);
+    if (!found || found->state == MessageState::InFlight) return fail(ENOENT);
+    if (found->state == MessageState::Composing) return fail(EBUSY);
+    MessagePtr msg = *detail::queuePosition(*from, found->order);
     if (from == to && name == newName) return {};
-    if (to->byName.contains(std::string(newName))) return fail(EEXIST);
+    if (detail::findByName(*to, newName)) return fail(EEXIST);
     // Forwarding is a non-blocking send into the target: refused while it is full (at
     // capacity 0, unless a receiver waits), like an O_NONBLOCK send.
     if (from != to && !(to->senders.empty() && (hasRoom(*to) || !to->receivers.empty()))) return fail(EAGAIN);
 
     if (from == to) {
-      from->byName.erase(it);
-      msg->name = std::string(newName);
-      from->byName.emplace(msg->name, msg);
+      detail::eraseName(*from, msg.get());
+      msg->setName(std::string(newName));
+      detail::addName(*from, msg.get());
       if (journal_) journalMessage(*from, *msg);
     } else {
       // Forward: leave the source queue, join the tail of the target's, same message.
       unqueue(*from, msg);
-      msg->name = std::string(newName);
+      msg->setName(std::string(newName));
       if (to->owner != 0) recordLineage(*msg);
       enqueueTail(*to, msg, after);
       settleReceipt(*msg, fmt::format("forwarded {} to {}\n", msg->seq, to->name), after);
@@ -460,7 +485,9 @@ Status Engine::rename(uint64_t parent, std::string_view name, uint64_t newParent
       dispatch(*to, after);
       to->mtime = to->ctime = now();
     }
-    msg->ctime = from->mtime = from->ctime = now();
+    const timespec t = now();
+    msg->setTimes(msg->atime(), msg->mtime(), t);
+    from->mtime = from->ctime = t;
     return {};
   }();
   commitSync(after);

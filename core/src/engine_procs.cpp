@@ -98,9 +98,9 @@ Engine::MailboxPtr Engine::ensureInbox(pid_t pid, uint64_t instance, After& afte
 // The process exited: what was queued for it is discarded, its waiters get EIDRM.
 void Engine::retireInbox(const MailboxPtr& box, After& after) {
   while (!box->queue.empty()) {
-    MessagePtr msg = box->queue.begin()->second;
+    MessagePtr msg = box->queue.front();
     unqueue(*box, msg);
-    releaseBytes(msg->payload->size());
+    releaseBytes(msg->size());
     settleReceipt(*msg, fmt::format("discarded {}\n", msg->seq), after);
     ++discarded_;
     ++inboxDiscarded_;
@@ -142,7 +142,7 @@ Result<struct stat> Engine::lookupProcs(std::string_view name, const Caller& who
 
 bool Engine::hasMessagesFrom(const Mailbox& box, pid_t from) const {
   return std::any_of(box.queue.begin(), box.queue.end(),
-                     [&](const auto& entry) { return detail::sentBy(*entry.second, from); });
+                     [&](const auto& msg) { return detail::sentBy(*msg, from); });
 }
 
 // procs/P/from/Q exists while Q lives or messages from Q are queued.
@@ -198,14 +198,14 @@ std::optional<Result<struct stat>> Engine::statProcs(uint64_t ino) const {
 
 // A message entering an inbox remembers who sent it and that sender's ancestors.
 void Engine::recordLineage(Message& msg) {
-  if (msg.lineage || msg.senderPid <= 0) return;
+  if (msg.lineage() || msg.senderPid <= 0) return;
   const int64_t t = monotonicNs();
   if (!lastLineage_ || lastLineagePid_ != msg.senderPid || t - lastLineageAt_ > kLineageReuseNs) {
     lastLineage_ = std::make_shared<const std::vector<pid_t>>(processes_->lineage(msg.senderPid));
     lastLineagePid_ = msg.senderPid;
     lastLineageAt_ = t;
   }
-  msg.lineage = lastLineage_;
+  msg.setLineage(lastLineage_);
 }
 
 }  // namespace ipcfs

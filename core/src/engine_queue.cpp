@@ -76,40 +76,46 @@ void Engine::requeueHead(Mailbox& box, const MessagePtr& msg, After& after) {
 void Engine::enqueueAt(Mailbox& box, const MessagePtr& msg, int64_t order, After& after) {
   msg->order = order;
   msg->state = MessageState::Queued;
-  box.queue.emplace(msg->order, msg);
-  box.listed.emplace(msg->uid, msg);
-  box.byName.emplace(msg->name, msg);
-  messages_.emplace(msg->uid, msg);
-  box.queuedBytes += msg->payload->size();
+  if (box.queue.empty() || box.queue.back()->order < order) {
+    box.queue.push_back(msg);
+  } else if (order < box.queue.front()->order) {
+    box.queue.push_front(msg);
+  } else {  // (only a state directory being loaded puts messages in between)
+    box.queue.insert(std::lower_bound(box.queue.begin(), box.queue.end(), order,
+                                      [](const MessagePtr& m, int64_t o) { return m->order < o; }),
+                     msg);
+  }
+  // A drop-in holds its name and inode since its create.
+  if (!msg->namedBySeq() || box.bySeq.find(msg->seq) != msg.get()) detail::addName(box, msg.get());
+  if (messages_->find(msg->uid) != msg.get()) messages_->insert(msg.get());
+  const size_t size = msg->size();
+  box.queuedBytes += size;
   ++queuedMessages_;
-  queuedBytes_ += msg->payload->size();
+  queuedBytes_ += size;
   wakePollers(box, after);
   if (journal_) journalMessage(box, *msg);
 }
 
 // Takes a queued message out of every index of its mailbox.
 void Engine::unqueue(Mailbox& box, const MessagePtr& msg) {
-  box.queue.erase(msg->order);
-  box.listed.erase(msg->uid);
-  if (auto it = box.byName.find(msg->name); it != box.byName.end() && it->second == msg) box.byName.erase(it);
-  messages_.erase(msg->uid);
-  box.queuedBytes -= msg->payload->size();
+  if (auto it = detail::queuePosition(box, msg->order); it != box.queue.end() && *it == msg) box.queue.erase(it);
+  detail::eraseName(box, msg.get());
+  messages_->erase(msg.get());
+  const size_t size = msg->size();
+  box.queuedBytes -= size;
   --queuedMessages_;
-  queuedBytes_ -= msg->payload->size();
+  queuedBytes_ -= size;
 }
 
 void Engine::assignSeqAndName(Mailbox& box, detail::Message& msg) {
   msg.seq = box.nextSeq++;
-  if (msg.name.empty()) {
+  if (msg.namedBySeq()) {
     // Named by sequence number; skip numbers whose name a forwarded message already took.
-    msg.name = fmt::format("{:010}", msg.seq);
-    while (box.byName.contains(msg.name)) {
-      msg.seq = box.nextSeq++;
-      msg.name = fmt::format("{:010}", msg.seq);
-    }
+    while (!box.byName.empty() && box.byName.contains(detail::seqName(msg.seq))) msg.seq = box.nextSeq++;
   }
-  msg.atime = msg.mtime = msg.ctime = now();
-  box.mtime = box.ctime = msg.mtime;
+  const timespec t = now();
+  msg.setTimes(t);
+  box.mtime = box.ctime = t;
   if (box.owner != 0) recordLineage(msg);
   ++box.sent;
   ++messagesSent_;
@@ -118,7 +124,7 @@ void Engine::assignSeqAndName(Mailbox& box, detail::Message& msg) {
 // The message now belongs to the receiver: not listed, not receivable by others, its name
 // still taken until it is read to the end or comes back.
 void Engine::takeInto(Mailbox& box, const MessagePtr& msg, Handle& h) {
-  box.byName.emplace(msg->name, msg);
+  detail::addName(box, msg.get());
   msg->state = MessageState::InFlight;
   h.current = msg;
   h.offset = 0;
@@ -138,7 +144,7 @@ const std::shared_ptr<detail::Message>& offeredBy(const Waiter& w) { return w.ki
 bool Engine::canTake(const Mailbox& box, pid_t from) const {
   // A shared mailbox's senders wait to be pushed: they meet receivers only there.
   if (from == 0) return !box.queue.empty() || (!box.remote && !box.senders.empty());
-  for (const auto& [order, msg] : box.queue)
+  for (const auto& msg : box.queue)
     if (detail::sentBy(*msg, from)) return true;
   for (const auto& w : box.senders)
     if (detail::sentBy(*offeredBy(w), from)) return true;
@@ -147,7 +153,7 @@ bool Engine::canTake(const Mailbox& box, pid_t from) const {
 
 // The message a receiver would get next. REQUIRES: canTake(box).
 const Engine::MessagePtr& Engine::peekNext(const Mailbox& box) const {
-  if (!box.queue.empty()) return box.queue.begin()->second;
+  if (!box.queue.empty()) return box.queue.front();
   return offeredBy(box.senders.front());
 }
 
@@ -155,7 +161,7 @@ const Engine::MessagePtr& Engine::peekNext(const Mailbox& box) const {
 // the queue, or straight from a blocked sender (sender and receiver meet). Its name is no
 // longer taken. REQUIRES: canTake(box, from).
 Engine::MessagePtr Engine::popNext(Mailbox& box, After& after, pid_t from) {
-  for (const auto& [order, queued] : box.queue) {
+  for (const auto& queued : box.queue) {
     if (!detail::sentBy(*queued, from)) continue;
     MessagePtr msg = queued;
     unqueue(box, msg);
@@ -204,20 +210,20 @@ void Engine::takeNext(Mailbox& box, Handle& h, pid_t reader, After& after) {
 // A message read to the end (or taken whole by a batch read) is gone; its sender may
 // learn who took it.
 void Engine::finishTaken(Mailbox& box, const MessagePtr& msg, Handle& h, pid_t reader, After& after) {
-  releaseBytes(msg->payload->size());
+  releaseBytes(msg->size());
   if (journal_) awaitConfirmation(box, msg, h);
-  if (msg->remoteSeq) awaitRemoteConfirmation(msg, h, reader);
+  if (msg->remoteSeq()) awaitRemoteConfirmation(msg, h, reader);
   ++box.received;
   ++messagesReceived_;
   settleReceipt(*msg, fmt::format("delivered {} to {}\n", msg->seq, reader), after);
 }
 
 Bytes Engine::takeChunk(Handle& h, size_t size, pid_t reader, After& after) {
-  const auto& payload = h.current->payload;
-  const size_t len = std::min(size, payload->size() - h.offset);
-  Bytes chunk = Bytes::slice(payload, h.offset, len);
+  const std::string_view payload = h.current->payload();
+  const size_t len = std::min(size, payload.size() - h.offset);
+  Bytes chunk = Bytes::slice(h.current, payload, h.offset, len);
   h.offset += len;
-  if (h.offset == payload->size()) {
+  if (h.offset == payload.size()) {
     finishMessage(h, reader, after);
     // The read that returned the last bytes is followed by one returning 0 (end of
     // message); an empty message's end is the 0 this read returns.
@@ -232,7 +238,7 @@ Bytes Engine::takeChunk(Handle& h, size_t size, pid_t reader, After& after) {
 void Engine::finishMessage(Handle& h, pid_t reader, After& after) {
   Mailbox& box = *h.box;
   MessagePtr msg = std::move(h.current);
-  if (auto it = box.byName.find(msg->name); it != box.byName.end() && it->second == msg) box.byName.erase(it);
+  detail::eraseName(box, msg.get());
   h.offset = 0;
   finishTaken(box, msg, h, reader, after);
 }
@@ -351,9 +357,8 @@ void Engine::dispatch(Mailbox& box, After& after) {
 }
 
 Engine::MessagePtr Engine::draftMessage(Handle& h) {
-  auto msg = std::make_shared<detail::Message>();
+  auto msg = detail::makeMessage(std::move(h.draft));
   msg->uid = nextMessageUid_++;
-  msg->payload = std::make_shared<std::string>(std::move(h.draft));
   msg->senderPid = h.writerPid;
   msg->uid_ = h.writerUid;
   msg->gid = h.writerGid;
@@ -372,10 +377,10 @@ std::optional<WaiterId> Engine::send(Handle& h, MessagePtr msg, StatusCompletion
   auto refuse = [&](int err) -> std::optional<WaiterId> {
     // Refused to a caller, nothing was queued; refused at release, it is lost: discarded.
     const bool nobodyToTell = !onStatus && !onRead;
-    releaseBytes(msg->payload->size());
+    releaseBytes(msg->size());
     if (msg->state == MessageState::Composing) {  // a drop-in: its name is free again
-      if (auto it = box.byName.find(msg->name); it != box.byName.end() && it->second == msg) box.byName.erase(it);
-      messages_.erase(msg->uid);
+      detail::eraseName(box, msg.get());
+      messages_->erase(msg.get());
     }
     if (onStatus) after.push_back([done = std::move(onStatus), err] { done(fail(err)); });
     if (onRead) after.push_back([done = std::move(onRead), err] { done(fail(err)); });

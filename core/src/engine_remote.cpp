@@ -87,17 +87,27 @@ int errnoOf(std::errc e) { return static_cast<int>(e); }
 
 // A message as the backend keeps it, made a local one (without its inode number yet).
 std::shared_ptr<Message> fromRemote(RemoteMessage&& rm) {
-  auto msg = std::make_shared<Message>();
-  msg->seq = msg->remoteSeq = rm.seq;
-  msg->name = rm.name.empty() ? fmt::format("{:010}", rm.seq) : std::move(rm.name);
-  msg->payload = std::make_shared<std::string>(std::move(rm.payload));
+  auto msg = detail::makeMessage(std::move(rm.payload));
+  msg->seq = rm.seq;
+  if (!rm.name.empty() && rm.name != detail::seqName(rm.seq)) msg->setName(std::move(rm.name));
   msg->senderPid = static_cast<pid_t>(rm.pid);
   msg->uid_ = rm.uid;
   msg->gid = rm.gid;
-  msg->mode = rm.mode ? rm.mode : 0444;
-  msg->atime = msg->mtime = msg->ctime = fromNs(rm.sentNs);
-  msg->redeliveries = msg->remoteRedeliveries = rm.redeliveries;
+  msg->mode = static_cast<uint16_t>(rm.mode ? rm.mode : 0444);
+  msg->setTimes(fromNs(rm.sentNs));
+  detail::MessageExtra& extra = msg->more();
+  extra.redeliveries = extra.remoteRedeliveries = rm.redeliveries;
+  extra.remoteSeq = rm.seq;
   return msg;
+}
+
+// It was given back cut short here (a reader left it half-read): one more redelivery.
+bool cutShortHere(const Message& m) { return m.extra && m.redeliveries() > m.extra->remoteRedeliveries; }
+
+// Out of every index of its mailbox: a listing entry, or a drop-in that was pushed.
+void forgetLocally(Mailbox& box, detail::MessageTable& messages, const Message* m) {
+  detail::eraseName(box, m);
+  messages.erase(m);
 }
 
 }  // namespace
@@ -134,13 +144,13 @@ void Engine::stopBackend() {
     for (auto& [fh, h] : handles_) {
       if (!h->box || !h->box->remote) continue;
       for (const auto& m : h->unconfirmed)
-        if (m->remoteSeq) acks.emplace_back(h->box->id, m->remoteSeq, m->remoteReader);
+        if (m->remoteSeq()) acks.emplace_back(h->box->id, m->remoteSeq(), m->extra->remoteReader);
       h->unconfirmed.clear();
-      if (h->current && h->current->remoteSeq) back.emplace_back(h->box->id, h->current->remoteSeq, true);
+      if (h->current && h->current->remoteSeq()) back.emplace_back(h->box->id, h->current->remoteSeq(), true);
     }
     for (auto& [id, box] : mailboxesById_)
-      for (auto& [order, m] : box->queue)
-        if (m->remoteSeq) back.emplace_back(id, m->remoteSeq, m->redeliveries > m->remoteRedeliveries);
+      for (auto& m : box->queue)
+        if (m->remoteSeq()) back.emplace_back(id, m->remoteSeq(), cutShortHere(*m));
     for (const auto& job : remoteJobs_)
       if (job.kind == RemoteJob::Kind::Ack) acks.emplace_back(job.id, job.seq, job.pid);
     remoteJobs_.clear();
@@ -252,6 +262,12 @@ void Engine::runRemoteJob(const RemoteJob& job, Lock& lock, After& after) {
       if (r && !*r) ++remoteAcksLost_;
       break;
     }
+    case RemoteJob::Kind::Unhold: {
+      lock.unlock();
+      (void)backend_->unhold(job.id, static_cast<uint32_t>(job.pid));
+      lock.lock();
+      break;
+    }
     case RemoteJob::Kind::Settings: {
       lock.unlock();
       auto rm = backend_->mailbox(job.id);
@@ -296,8 +312,8 @@ void Engine::pushSenders(const MailboxPtr& box, Lock& lock, After& after) {
     --sendersWaiting_;
     MessagePtr msg = w.kind == WaitKind::SendBatch ? w.batch.front() : w.msg;
     RemoteMessage rm;
-    if (msg->state == MessageState::Composing) rm.name = msg->name;  // a drop-in keeps its name
-    rm.payload = *msg->payload;
+    if (msg->state == MessageState::Composing && !msg->namedBySeq()) rm.name = msg->name();  // a drop-in's
+    rm.payload = std::string(msg->payload());
     rm.pid = static_cast<uint32_t>(msg->senderPid);
     rm.uid = msg->uid_;
     rm.gid = msg->gid;
@@ -312,17 +328,14 @@ void Engine::pushSenders(const MailboxPtr& box, Lock& lock, After& after) {
       const bool nobodyToTell = !w.onRead && !w.onStatus && !w.onWrite;
       if (nobodyToTell) ++discarded_;
       if (batch) {
-        for (const auto& m : w.batch) releaseBytes(m->payload->size());
+        for (const auto& m : w.batch) releaseBytes(m->size());
         if (w.batchEntered > 0) {  // a short write of what went
           after.push_back([d = std::move(w.onWrite), n = w.batchEnds[w.batchEntered - 1]] { d(n); });
           return;
         }
       } else {
-        releaseBytes(msg->payload->size());
-        if (msg->state == MessageState::Composing) {
-          if (auto n = box->byName.find(msg->name); n != box->byName.end() && n->second == msg) box->byName.erase(n);
-          messages_.erase(msg->uid);
-        }
+        releaseBytes(msg->size());
+        if (msg->state == MessageState::Composing) forgetLocally(*box, *messages_, msg.get());
       }
       after.push_back(failWith(w, err));
     };
@@ -342,12 +355,8 @@ void Engine::pushSenders(const MailboxPtr& box, Lock& lock, After& after) {
       break;
     }
     msg->seq = (*r)->seq;
-    releaseBytes(msg->payload->size());
-    if (msg->state == MessageState::Composing) {
-      if (auto n = box->byName.find(msg->name); n != box->byName.end() && n->second == msg) box->byName.erase(n);
-      messages_.erase(msg->uid);
-    }
-    msg->name = (*r)->name;
+    releaseBytes(msg->size());
+    if (msg->state == MessageState::Composing) forgetLocally(*box, *messages_, msg.get());
     ++box->sent;
     ++messagesSent_;
     box->mtime = box->ctime = now();
@@ -427,13 +436,11 @@ void Engine::claimForReceivers(const MailboxPtr& box, Lock& lock, After& after) 
 void Engine::injectClaimed(Mailbox& box, RemoteMessage&& rm, After& after) {
   MessagePtr msg = fromRemote(std::move(rm));
   msg->uid = nextMessageUid_++;
-  bytesUsed_ += msg->payload->size();  // held here now; its sender's limit was checked where it was sent
+  bytesUsed_ += msg->size();  // held here now; its sender's limit was checked where it was sent
   // A listing entry of the same message steps aside for the message itself.
   std::erase_if(box.remoteListing, [&](const MessagePtr& l) {
-    if (l->remoteSeq != msg->remoteSeq) return false;
-    box.listed.erase(l->uid);
-    if (auto n = box.byName.find(l->name); n != box.byName.end() && n->second == l) box.byName.erase(n);
-    messages_.erase(l->uid);
+    if (l->remoteSeq() != msg->remoteSeq()) return false;
+    forgetLocally(box, *messages_, l.get());
     return true;
   });
   enqueueTail(box, msg, after);
@@ -442,9 +449,9 @@ void Engine::injectClaimed(Mailbox& box, RemoteMessage&& rm, After& after) {
 // Read to the end (or taken whole by a batch read): acknowledged once its reader confirms
 // it got it (its next read or its close) -- at once if that read was the confirming one.
 void Engine::awaitRemoteConfirmation(const MessagePtr& msg, Handle& h, pid_t reader) {
-  msg->remoteReader = reader;
-  if (msg->payload->empty() && h.batch == detail::Batch::None) {
-    queueRemote({RemoteJob::Kind::Ack, h.box->id, msg->remoteSeq, reader});
+  msg->more().remoteReader = reader;
+  if (msg->size() == 0 && h.batch == detail::Batch::None) {
+    queueRemote({RemoteJob::Kind::Ack, h.box->id, msg->remoteSeq(), reader});
     return;
   }
   h.unconfirmed.push_back(msg);
@@ -463,7 +470,7 @@ Status Engine::confirmRemoteNow(uint64_t fh) {
   }
   Status result;
   for (const auto& msg : confirmed) {
-    auto r = backend_->ack(boxId, msg->remoteSeq, static_cast<uint32_t>(msg->remoteReader));
+    auto r = backend_->ack(boxId, msg->remoteSeq(), static_cast<uint32_t>(msg->extra->remoteReader));
     if (!r) {
       result = fail(r.error());
     } else if (!*r) {
@@ -479,10 +486,10 @@ void Engine::giveBackLeftovers(const MailboxPtr& box, Lock& lock) {
   if (!box->receivers.empty() || box->queue.empty()) return;
   std::vector<std::pair<uint64_t, bool>> back;
   while (!box->queue.empty()) {
-    MessagePtr msg = box->queue.begin()->second;
+    MessagePtr msg = box->queue.front();
     unqueue(*box, msg);
-    releaseBytes(msg->payload->size());
-    if (msg->remoteSeq) back.emplace_back(msg->remoteSeq, msg->redeliveries > msg->remoteRedeliveries);
+    releaseBytes(msg->size());
+    if (msg->remoteSeq()) back.emplace_back(msg->remoteSeq(), cutShortHere(*msg));
   }
   lock.unlock();
   // Given back head first would reverse them: the last goes first, each to the head.
@@ -511,16 +518,20 @@ void Engine::remoteTick(Lock& lock, After& after) {
   for (auto& [id, box] : mailboxesById_) {
     if (!box->remote) continue;
     shared.push_back(id);
-    for (auto& [order, m] : box->queue)
-      if (m->remoteSeq) held[id].push_back(m->remoteSeq);
+    for (auto& m : box->queue)
+      if (m->remoteSeq()) held[id].push_back(m->remoteSeq());
     if (!box->receivers.empty() || !box->senders.empty() || box->waitingRegistered > 0) active.push_back(box);
   }
   for (auto& [fh, h] : handles_) {
     if (!h->box || !h->box->remote) continue;
-    if (h->current && h->current->remoteSeq) held[h->box->id].push_back(h->current->remoteSeq);
+    if (h->current && h->current->remoteSeq()) held[h->box->id].push_back(h->current->remoteSeq());
     for (const auto& m : h->unconfirmed)
-      if (m->remoteSeq) held[h->box->id].push_back(m->remoteSeq);
+      if (m->remoteSeq()) held[h->box->id].push_back(m->remoteSeq());
   }
+  std::vector<std::pair<uint64_t, pid_t>> holds;  // exclusive mailboxes held here: renewed
+  for (auto& [id, box] : mailboxesById_)
+    if (box->remote && box->policy == detail::Policy::Exclusive)
+      for (const auto& [pid, n] : box->receiverOpens) holds.emplace_back(id, pid);
   std::vector<std::shared_ptr<Semaphore>> semWaiting;
   for (auto& [id, sem] : semaphoresById_)
     if (sem->remote && !sem->waiters.empty()) semWaiting.push_back(sem);
@@ -528,6 +539,7 @@ void Engine::remoteTick(Lock& lock, After& after) {
   for (const auto& [id, seqs] : held) (void)backend_->renew(id, seqs);
   // What a dead daemon held comes back even while nobody receives (listings show it).
   for (uint64_t id : shared) (void)backend_->reclaim(id);
+  for (auto [id, pid] : holds) (void)backend_->hold(id, static_cast<uint32_t>(pid));
   lock.lock();
   for (const auto& box : active) {
     if (box->removed) continue;
@@ -551,13 +563,9 @@ void Engine::failRemoteWaiters(int err, After& after) {
           if (Handle* h = handle(w.fh)) h->parked.reset();
         } else {
           --sendersWaiting_;
-          if (w.msg) releaseBytes(w.msg->payload->size());
-          for (const auto& m : w.batch) releaseBytes(m->payload->size());
-          if (w.msg && w.msg->state == MessageState::Composing) {
-            if (auto n = box->byName.find(w.msg->name); n != box->byName.end() && n->second == w.msg)
-              box->byName.erase(n);
-            messages_.erase(w.msg->uid);
-          }
+          if (w.msg) releaseBytes(w.msg->size());
+          for (const auto& m : w.batch) releaseBytes(m->size());
+          if (w.msg && w.msg->state == MessageState::Composing) forgetLocally(*box, *messages_, w.msg.get());
           if (w.kind == WaitKind::SendBatch && w.batchEntered > 0) {
             after.push_back([d = std::move(w.onWrite), n = w.batchEnds[w.batchEntered - 1]] { d(n); });
             continue;
@@ -647,7 +655,7 @@ Status Engine::syncRemoteMailboxes() {
     for (auto& [id, box] : mailboxesById_)
       if (box->remote && !live.contains(id)) gone.push_back(box);
     for (const auto& box : gone) {
-      for (const auto& l : box->remoteListing) messages_.erase(l->uid);
+      for (const auto& l : box->remoteListing) forgetLocally(*box, *messages_, l.get());
       destroyMailbox(box, after);
     }
   }
@@ -678,29 +686,27 @@ Status Engine::syncRemoteListing(uint64_t boxId) {
   // Entries keep their inode numbers (and readdir offsets) from listing to listing: only
   // what left goes, only what came is added.
   std::map<uint64_t, MessagePtr> previous;
-  for (auto& l : box->remoteListing) previous.emplace(l->remoteSeq, std::move(l));
+  for (auto& l : box->remoteListing) previous.emplace(l->remoteSeq(), std::move(l));
   box->remoteListing.clear();
   for (auto& rm : withPayloads) {
     if (auto kept = previous.find(rm.seq); kept != previous.end()) {
-      kept->second->redeliveries = rm.redeliveries;
+      kept->second->setRedeliveries(rm.redeliveries);
       box->remoteListing.push_back(std::move(kept->second));
       previous.erase(kept);
       continue;
     }
     MessagePtr msg = fromRemote(std::move(rm));
-    if (box->byName.contains(msg->name)) continue;  // claimed here meanwhile
+    if (detail::findByName(*box, msg->name())) continue;  // claimed here meanwhile
     msg->uid = nextMessageUid_++;
     msg->state = MessageState::Queued;
-    box->listed.emplace(msg->uid, msg);
-    box->byName.emplace(msg->name, msg);
-    messages_.emplace(msg->uid, msg);
+    detail::addName(*box, msg.get());
+    messages_->insert(msg.get());
     box->remoteListing.push_back(std::move(msg));
   }
-  for (auto& [seq, l] : previous) {
-    box->listed.erase(l->uid);
-    if (auto n = box->byName.find(l->name); n != box->byName.end() && n->second == l) box->byName.erase(n);
-    messages_.erase(l->uid);
-  }
+  for (auto& [seq, l] : previous) forgetLocally(*box, *messages_, l.get());
+  // In seq order: the listing pages by seq.
+  std::sort(box->remoteListing.begin(), box->remoteListing.end(),
+            [](const MessagePtr& x, const MessagePtr& y) { return x->seq < y->seq; });
   return {};
 }
 
@@ -764,9 +770,9 @@ Status Engine::rmdirRemote(std::string_view name) {
     if (it == mailboxesByName_.end()) return fail(ENOENT);
     const MailboxPtr& box = it->second;
     // Held here (claimed, being read, being written) keeps it, as on one host.
-    for (const auto& [n, m] : box->byName)
-      if (m->state != MessageState::Queued || m->remoteSeq == 0 || box->queue.contains(m->order)) return fail(ENOTEMPTY);
-    if (!box->senders.empty()) return fail(ENOTEMPTY);
+    if (!box->queue.empty() || !box->senders.empty()) return fail(ENOTEMPTY);
+    for (const auto& [fh, h] : handles_)
+      if (h->box == box && (h->current || (h->dropIn && !h->delivered && !h->discarded))) return fail(ENOTEMPTY);
     rm = remoteRecord(*box);
   }
   // Queued anywhere keeps it too.
@@ -778,7 +784,7 @@ Status Engine::rmdirRemote(std::string_view name) {
   {
     std::lock_guard lock(mutex_);
     if (auto box = mailboxById(rm.id)) {
-      for (const auto& l : box->remoteListing) messages_.erase(l->uid);
+      for (const auto& l : box->remoteListing) forgetLocally(*box, *messages_, l.get());
       destroyMailbox(box, after);
     }
   }
@@ -830,17 +836,15 @@ Status Engine::unlinkRemoteMessage(uint64_t parent, std::string_view name) {
     auto box = mailboxByIno(parent);
     if (!box || !box->remote) return fail(ENOENT);
     if (std::none_of(box->remoteListing.begin(), box->remoteListing.end(),
-                     [&](const MessagePtr& l) { return l->name == name; }))
+                     [&](const MessagePtr& l) { return l->name() == name; }))
       return fail(ENOENT);
   }
   if (auto r = backend_->removeQueued(boxId, std::string(name)); !r) return r;
   std::lock_guard lock(mutex_);
   if (auto box = mailboxById(boxId)) {
     std::erase_if(box->remoteListing, [&](const MessagePtr& l) {
-      if (l->name != name) return false;
-      box->listed.erase(l->uid);
-      if (auto n = box->byName.find(l->name); n != box->byName.end() && n->second == l) box->byName.erase(n);
-      messages_.erase(l->uid);
+      if (l->name() != name) return false;
+      forgetLocally(*box, *messages_, l.get());
       return true;
     });
     ++discarded_;
@@ -865,7 +869,7 @@ Status Engine::refreshRemote(uint64_t ino) {
         if (!box->remote) continue;
         for (const auto& l : box->remoteListing)
           if (l->uid == id) {
-            messageName = l->name;
+            messageName = l->name();
             messageBox = boxId;
           }
       }
@@ -903,6 +907,20 @@ Status Engine::refreshRemote(uint64_t ino) {
       box->redelivered = st->redelivered;
     }
   }
+  return {};
+}
+
+Status Engine::holdRemote(uint64_t ino, pid_t pid) {
+  const auto kind = ino::kindOf(ino);
+  if (kind != ino::Kind::Receive && kind != ino::Kind::ReceiveLines && kind != ino::Kind::ReceiveFrames) return {};
+  {
+    std::lock_guard lock(mutex_);
+    auto box = mailboxById(ino::idOf(ino));
+    if (!box || !box->remote || box->policy != detail::Policy::Exclusive) return {};
+  }
+  auto held = backend_->hold(ino::idOf(ino), static_cast<uint32_t>(pid));
+  if (!held) return fail(held.error());
+  if (!*held) return fail(EBUSY);
   return {};
 }
 

@@ -71,9 +71,9 @@ struct stat Engine::mailboxStat(const Mailbox& box) const {
 
 struct stat Engine::messageStat(const Message& msg) const {
   struct stat st = baseStat(ino::make(ino::Kind::Message, msg.uid), S_IFREG | msg.mode, msg.uid_, msg.gid);
-  st.st_size = static_cast<off_t>(msg.payload->size());
+  st.st_size = static_cast<off_t>(msg.size());
   st.st_blocks = (st.st_size + 511) / 512;
-  setTimes(st, msg.atime, msg.mtime, msg.ctime);
+  setTimes(st, msg.atime(), msg.mtime(), msg.ctime());
   return st;
 }
 
@@ -129,9 +129,9 @@ Result<struct stat> Engine::statOf(uint64_t ino) const {
       return st;
     }
     case Kind::Message: {
-      auto it = messages_.find(id);
-      if (it == messages_.end()) return fail(ENOENT);
-      return messageStat(*it->second);
+      const detail::Message* msg = messages_->find(id);
+      if (!msg) return fail(ENOENT);
+      return messageStat(*msg);
     }
     case Kind::IdLink: {
       auto box = mailboxById(id);

@@ -75,12 +75,12 @@ Result<std::string> Engine::getxattr(uint64_t ino, std::string_view name) {
     return fail(ENODATA);
   }
   if (ino::kindOf(ino) == ino::Kind::Message) {
-    auto it = messages_.find(ino::idOf(ino));
-    if (it == messages_.end()) return fail(ENOENT);
-    const detail::Message& msg = *it->second;
+    const detail::Message* found = messages_->find(ino::idOf(ino));
+    if (!found) return fail(ENOENT);
+    const detail::Message& msg = *found;
     if (name == "user.ipc.seq") return std::to_string(msg.seq);
     if (name == "user.ipc.sender_pid") return std::to_string(msg.senderPid);
-    if (name == "user.ipc.redeliveries") return std::to_string(msg.redeliveries);
+    if (name == "user.ipc.redeliveries") return std::to_string(msg.redeliveries());
     return fail(ENODATA);
   }
   if (!statOf(ino)) return fail(ENOENT);
@@ -95,7 +95,7 @@ Result<std::string> Engine::listxattr(uint64_t ino) {
     return std::string("user.ipc.value", sizeof "user.ipc.value");
   }
   if (ino::kindOf(ino) == ino::Kind::Message) {
-    if (!messages_.contains(ino::idOf(ino))) return fail(ENOENT);
+    if (!messages_->contains(ino::idOf(ino))) return fail(ENOENT);
     return joinNul(kMessageAttrs);
   }
   if (!statOf(ino)) return fail(ENOENT);
@@ -151,7 +151,7 @@ Status Engine::setNodeXattr(uint64_t ino, std::string_view name) {
     return fail(name == "user.ipc.value" ? EPERM : ENOTSUP);
   }
   if (ino::kindOf(ino) == ino::Kind::Message) {
-    if (!messages_.contains(ino::idOf(ino))) return fail(ENOENT);
+    if (!messages_->contains(ino::idOf(ino))) return fail(ENOENT);
     return fail(contains(kMessageAttrs, name) ? EPERM : ENOTSUP);
   }
   if (!statOf(ino)) return fail(ENOENT);

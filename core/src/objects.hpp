@@ -35,32 +35,148 @@ enum class MessageState {
   InFlight,   // taken by a receiver that has not read its last byte yet
 };
 
-struct Message {
-  uint64_t uid = 0;  // global, never reused: the inode number's id
-  uint64_t seq = 0;  // per mailbox, assigned at delivery
-  std::string name;
-  std::shared_ptr<std::string> payload = std::make_shared<std::string>();  // immutable once queued
-  MessageState state = MessageState::Composing;
-  pid_t senderPid = 0;
-  uid_t uid_ = 0;
-  gid_t gid = 0;
-  mode_t mode = 0444;
-  timespec atime{}, mtime{}, ctime{};
+// The rarer parts of a message, out of line: most messages are named by their sequence
+// number, hold a small payload and keep equal times, and have none of these.
+struct MessageExtra {
+  std::string name;  // a name given by its sender or a rename; empty: named by seq
+  bool hasBody = false;  // the payload is `body`, not inline
+  std::string body;      // a drop-in's (written in place until delivered), or a large payload
+  bool ownTimes = false;  // atime and ctime differ from mtime
+  timespec atime{}, ctime{};
   uint32_t redeliveries = 0;
-  int64_t order = 0;  // key in Mailbox::queue while Queued
-  uint64_t senderFh = 0;  // the .send file that sent it, for its receipt (0: none)
   // Inboxes only: the sender and its ancestors when it was sent (procs/P/from/Q matches Q
   // anywhere in it).
   std::shared_ptr<const std::vector<pid_t>> lineage;
-  bool holdsPlace = false;  // a drop-in being written that took a place (Mailbox::reserved)
-  // Durable mode: the journal holds the whole message; a reader's taking it is on record.
-  bool journaled = false;
-  bool takenJournaled = false;
-  // --backend: its seq in the shared mailbox (0: a local message) and its redeliveries as
-  // claimed, so that giving it back says whether it was cut short here.
+  // --backend: its seq in the shared mailbox (0: a local message), its redeliveries as
+  // claimed (so that giving it back says whether it was cut short here), and who read it
+  // to the end (named in its acknowledgement, for a receipt).
   uint64_t remoteSeq = 0;
   uint32_t remoteRedeliveries = 0;
-  pid_t remoteReader = 0;  // who read it to the end: named in its acknowledgement
+  pid_t remoteReader = 0;
+};
+
+// One message. Laid out for a million queued ones: a small payload lives in the same
+// allocation as the message (see makeMessage), its name is derived from seq unless one was
+// given, and one timestamp stands for three until they differ.
+struct Message {
+  uint64_t uid = 0;  // global, never reused: the inode number's id
+  uint64_t seq = 0;  // per mailbox, assigned at delivery
+  int64_t order = 0;      // key in Mailbox::queue while Queued
+  uint64_t senderFh = 0;  // the .send file that sent it, for its receipt (0: none)
+  std::unique_ptr<MessageExtra> extra;
+  int64_t mtimeSec = 0;
+  uint32_t mtimeNsec = 0;
+  uint32_t inlineSize = 0;  // bytes of the inline payload, right after this object
+  pid_t senderPid = 0;
+  uid_t uid_ = 0;
+  gid_t gid = 0;
+  uint16_t mode = 0444;
+  MessageState state = MessageState::Composing;
+  bool holdsPlace : 1 = false;  // a drop-in being written that took a place (Mailbox::reserved)
+  // Durable mode: the journal holds the whole message; a reader's taking it is on record.
+  bool journaled : 1 = false;
+  bool takenJournaled : 1 = false;
+
+  Message() = default;
+  Message(const Message&) = delete;
+  Message& operator=(const Message&) = delete;
+
+  // Immutable once queued.
+  std::string_view payload() const {
+    if (extra && extra->hasBody) return extra->body;
+    return {reinterpret_cast<const char*>(this + 1), inlineSize};
+  }
+  size_t size() const { return payload().size(); }
+  // A drop-in's bytes, written in place. REQUIRES: made by makeMessage with no payload.
+  std::string& body() {
+    MessageExtra& e = more();
+    e.hasBody = true;
+    return e.body;
+  }
+
+  bool namedBySeq() const { return !extra || extra->name.empty(); }
+  std::string name() const;
+  void setName(std::string given) { more().name = std::move(given); }
+
+  timespec mtime() const { return {static_cast<time_t>(mtimeSec), static_cast<long>(mtimeNsec)}; }
+  timespec atime() const { return extra && extra->ownTimes ? extra->atime : mtime(); }
+  timespec ctime() const { return extra && extra->ownTimes ? extra->ctime : mtime(); }
+  void setTimes(const timespec& a, const timespec& m, const timespec& c);
+  void setTimes(const timespec& t) { setTimes(t, t, t); }
+
+  uint32_t redeliveries() const { return extra ? extra->redeliveries : 0; }
+  void redelivered() { ++more().redeliveries; }
+  void setRedeliveries(uint32_t n) {
+    if (n != 0 || extra) more().redeliveries = n;
+  }
+  const std::shared_ptr<const std::vector<pid_t>>& lineage() const {
+    static const std::shared_ptr<const std::vector<pid_t>> kNone;
+    return extra ? extra->lineage : kNone;
+  }
+  void setLineage(std::shared_ptr<const std::vector<pid_t>> l) { more().lineage = std::move(l); }
+  uint64_t remoteSeq() const { return extra ? extra->remoteSeq : 0; }
+
+  MessageExtra& more() {
+    if (!extra) extra = std::make_unique<MessageExtra>();
+    return *extra;
+  }
+};
+
+inline bool sameTime(const timespec& a, const timespec& b) { return a.tv_sec == b.tv_sec && a.tv_nsec == b.tv_nsec; }
+
+inline void Message::setTimes(const timespec& a, const timespec& m, const timespec& c) {
+  mtimeSec = m.tv_sec;
+  mtimeNsec = static_cast<uint32_t>(m.tv_nsec);
+  if (sameTime(a, m) && sameTime(c, m)) {
+    if (extra) extra->ownTimes = false;
+    return;
+  }
+  MessageExtra& e = more();
+  e.ownTimes = true;
+  e.atime = a;
+  e.ctime = c;
+}
+
+// A new message holding `payload` (copied inline when small, else moved out of line).
+std::shared_ptr<Message> makeMessage(std::string_view payload);
+std::shared_ptr<Message> makeMessage(std::string&& payload);
+
+// The name a message gets from its sequence number.
+std::string seqName(uint64_t seq);
+
+// An index of messages by uid or by seq: open addressing (Robin Hood) over the messages
+// themselves (their key is read through the pointer), 8 bytes a slot. Keys are mostly
+// consecutive, so the identity hash spreads them without collisions.
+class MessageTable {
+ public:
+  enum class Key { Uid, Seq };
+  explicit MessageTable(Key key) : key_(key) {}
+  MessageTable(const MessageTable&) = delete;
+  MessageTable& operator=(const MessageTable&) = delete;
+
+  Message* find(uint64_t k) const;
+  bool contains(uint64_t k) const { return find(k) != nullptr; }
+  void insert(Message* m);           // REQUIRES: no message with its key is here
+  void erase(const Message* m);      // no-op unless that very message is here
+  void reserve(size_t n);
+  size_t size() const { return size_; }
+  bool empty() const { return size_ == 0; }
+
+ private:
+  uint64_t keyOf(const Message* m) const { return key_ == Key::Uid ? m->uid : m->seq; }
+  // (modulo, not a mask: the capacity grows by half, not by doubling, to waste less)
+  size_t home(uint64_t k) const { return static_cast<size_t>(k % slots_.size()); }
+  size_t next(size_t slot) const { return slot + 1 == slots_.size() ? 0 : slot + 1; }
+  size_t distance(size_t slot) const;  // of the entry in `slot` from its home
+  // The slot holding key `k` (and, if `m` is given, that very message); kNone if none.
+  size_t slotOf(uint64_t k, const Message* m) const;
+  void place(Message* m);  // REQUIRES: a free slot
+  void rehash(size_t capacity);
+  static constexpr size_t kNone = ~size_t{0};
+
+  Key key_;
+  std::vector<Message*> slots_;
+  size_t size_ = 0;
 };
 
 // Batch nodes: .send-lines/.receive-lines (a message per line) and .send-frames /
@@ -124,10 +240,14 @@ struct Mailbox {
   uint64_t nextSeq = 1;
   bool removed = false;
 
-  std::map<int64_t, std::shared_ptr<Message>> queue;  // receive order; head = begin()
+  // Queued messages by Message::order: receive order, head = front(), and the listing
+  // (readdir pages by order). Owns them.
+  std::deque<std::shared_ptr<Message>> queue;
   int64_t headKey = 0, tailKey = 0;
-  std::map<uint64_t, std::shared_ptr<Message>> listed;  // by uid: stable readdir paging
-  std::unordered_map<std::string, std::shared_ptr<Message>> byName;  // every state
+  // Names taken, in every state (see findByName): given names here, names derived from seq
+  // in bySeq.
+  std::unordered_map<std::string, Message*> byName;
+  MessageTable bySeq{MessageTable::Key::Seq};
   uint64_t queuedBytes = 0;
   uint64_t capacity = kUnlimited;  // queued messages (plus places taken by drop-ins being written)
   uint64_t reserved = 0;           // drop-ins being written that hold a place
@@ -157,11 +277,19 @@ struct Mailbox {
   uint64_t remoteMessages = 0, remoteBytes = 0;
 };
 
+// The message holding `name` in `box` (queued, being read or being written), or null.
+Message* findByName(const Mailbox& box, std::string_view name);
+// Takes (gives back) the name of `msg` in `box`; erasing is a no-op unless `msg` holds it.
+void addName(Mailbox& box, Message* msg);
+void eraseName(Mailbox& box, const Message* msg);
+// The place of a queued message in box.queue (end() if it is not there).
+std::deque<std::shared_ptr<Message>>::iterator queuePosition(Mailbox& box, int64_t order);
+
 // Whether `msg` was sent by `from` or one of its descendants (0 matches every message).
 inline bool sentBy(const Message& msg, pid_t from) {
   if (from == 0 || msg.senderPid == from) return true;
-  if (!msg.lineage) return false;
-  for (pid_t p : *msg.lineage)
+  if (!msg.lineage()) return false;
+  for (pid_t p : *msg.lineage())
     if (p == from) return true;
   return false;
 }
@@ -273,7 +401,7 @@ struct Handle {
   std::shared_ptr<Pipe> pipe;
   int end = 0;
   // Snapshot: fixed bytes served by offset (message peeks, .status).
-  std::shared_ptr<const std::string> snapshot;
+  Bytes snapshot;
 };
 
 }  // namespace ipcfs::detail

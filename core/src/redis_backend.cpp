@@ -128,7 +128,7 @@ std::string semKey(uint64_t id) { return fmt::format("ipcfs:{{s{}}}", id); }
 std::vector<std::string> mailboxKeys(uint64_t id) {
   const std::string tag = mailboxTag(id);
   std::vector<std::string> keys;
-  for (const char* k : {"meta", "q", "fl", "rx", "d", "h", "r", "n"}) keys.push_back(tag + ":" + k);
+  for (const char* k : {"meta", "q", "fl", "rx", "d", "h", "r", "n", "x"}) keys.push_back(tag + ":" + k);
   return keys;
 }
 
@@ -164,6 +164,7 @@ class RedisBackend final : public Backend {
     removeQueued_.text = forget + kRemoveQueued;
     dropMailbox_.text = kDropMailbox;
     stats_.text = reclaimFn + kStats;
+    hold_.text = now + kHold;
     post_.text = kPost;
     tryWait_.text = kTryWait;
   }
@@ -365,6 +366,18 @@ class RedisBackend final : public Backend {
     st.received = static_cast<uint64_t>(num(a->element[4]));
     st.redelivered = static_cast<uint64_t>(num(a->element[5]));
     return st;
+  }
+
+  Result<bool> hold(uint64_t box, uint32_t pid) override {
+    auto r = runScript(hold_, mailboxKeys(box), {fmt::format("{}:{}", daemon_, pid), std::to_string(leaseMs())});
+    if (!r) return fail(r.error());
+    return num(r->get()) == 1;
+  }
+
+  Status unhold(uint64_t box, uint32_t pid) override {
+    const std::string x = mailboxTag(box) + ":x";
+    if (auto r = call(x, {"HDEL", x, fmt::format("{}:{}", daemon_, pid)}); !r) return fail(r.error());
+    return {};
   }
 
   Result<uint64_t> queueLength(uint64_t box) override {
@@ -781,7 +794,7 @@ class RedisBackend final : public Backend {
   Server* single_ = nullptr;  // GUARDED_BY(topologyMutex_)
   std::array<Server*, kSlots> slots_{};  // GUARDED_BY(topologyMutex_)
   std::mutex scriptMutex_;
-  Script push_, claim_, reclaim_, ack_, giveBack_, renew_, setWaiting_, queued_, peek_, removeQueued_, dropMailbox_, stats_, post_,
+  Script push_, claim_, reclaim_, hold_, ack_, giveBack_, renew_, setWaiting_, queued_, peek_, removeQueued_, dropMailbox_, stats_, post_,
       tryWait_;
   std::atomic<int64_t> downUntil_{0};
   std::function<void(const BackendEvent&)> onEvent_;

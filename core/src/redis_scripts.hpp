@@ -14,6 +14,7 @@
 //                 '/'; receipt 1: its sender waits to learn who took it)
 //   KEYS[7] r     hash: seq -> redeliveries
 //   KEYS[8] n     hash: name -> seq (every message not yet gone holds its name)
+//   KEYS[9] x     hash: "daemon:pid" -> deadline: who holds an exclusive mailbox
 // Events go to one channel, ipcfs:events: "m I" message, "r I" room, "c I" settings,
 // "s I" semaphore post, "n" names, "d I SEQ PID" delivered (for a receipt).
 #pragma once
@@ -205,9 +206,24 @@ local c = redis.call('HMGET', KEYS[1], 'sent', 'received', 'redelivered')
 return {#seqs, bytes, redis.call('ZCARD', KEYS[3]), tonumber(c[1] or '0'), tonumber(c[2] or '0'), tonumber(c[3] or '0')}
 )";
 
+// Policy exclusive: ARGV holder leaseMs. 1: `holder` holds it (now, or still); 0: another
+// holder whose deadline has not passed does.
+inline constexpr const char* kHold = R"(
+local t = now()
+local all = redis.call('HGETALL', KEYS[9])
+for i = 1, #all, 2 do
+  if all[i] ~= ARGV[1] then
+    if tonumber(all[i + 1]) > t then return 0 end
+    redis.call('HDEL', KEYS[9], all[i])
+  end
+end
+redis.call('HSET', KEYS[9], ARGV[1], t + tonumber(ARGV[2]))
+return 1
+)";
+
 // A mailbox's keys go; ARGV: id.
 inline constexpr const char* kDropMailbox = R"(
-redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8])
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9])
 return 0
 )";
 

@@ -651,7 +651,8 @@ def test_descendant_waiting_on_an_exited_processs_inbox_gets_eidrm(mount, agent,
         wait_field(box, "receivers_waiting", 1)
         parent.kill()
         # answered by the daemon's own reaper: no listing or root .status read meanwhile
-        wait_until(lambda: out.read_text().strip(), timeout=REAP_S,
+        # (a whole line: the file may be read between the writes of one print)
+        wait_until(lambda: out.read_text().endswith("\n"), timeout=REAP_S,
                    what="the descendant's blocked read to end")
         assert out.read_text().split() == ["errno", str(errno.EIDRM)]
         wait_until(lambda: not alive(pid), timeout=EXIT_DEADLINE_S, what="the descendant to end")

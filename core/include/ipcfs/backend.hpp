@@ -127,6 +127,10 @@ class Backend {
   virtual Status removeQueued(uint64_t box, const std::string& name) = 0;         // ENOENT
   virtual Result<RemoteStats> stats(uint64_t box) = 0;
   virtual Result<uint64_t> queueLength(uint64_t box) = 0;
+  // Policy exclusive across hosts: process `pid` here holds `box` (renewed by calling again
+  // within the lease); false: a process elsewhere holds it.
+  virtual Result<bool> hold(uint64_t box, uint32_t pid) = 0;
+  virtual Status unhold(uint64_t box, uint32_t pid) = 0;
 
   // sem/
   virtual Result<std::vector<RemoteSemaphore>> semaphores() = 0;

@@ -50,6 +50,7 @@ struct Semaphore;
 struct Pipe;
 struct PipeDir;
 struct Message;
+class MessageTable;
 struct Handle;
 struct Waiter;
 }  // namespace detail
@@ -255,6 +256,7 @@ class Engine {
   Status checkPolicy(detail::Mailbox& box, pid_t pid, bool receiving);
   void dropDeadPairMembers(detail::Mailbox& box) const;
   void abandonDropIn(detail::Handle& h, After& after);
+  void forgetIfOrphan(detail::Mailbox& box, const MessagePtr& msg, const detail::Handle* releasing);
   Status setNodeXattr(uint64_t ino, std::string_view name);
   void destroyMailbox(const MailboxPtr& box, After& after);
 
@@ -322,10 +324,10 @@ class Engine {
   // --backend (engine_remote.cpp). Those taking `lock` hold mutex_ through it and release it
   // around every backend call; the others REQUIRE mutex_ not held unless noted.
   struct RemoteJob {
-    enum class Kind { Wake, SemWake, Ack, Settings, Namespace, Tick, Down } kind = Kind::Wake;
+    enum class Kind { Wake, SemWake, Ack, Unhold, Settings, Namespace, Tick, Down } kind = Kind::Wake;
     uint64_t id = 0;
     uint64_t seq = 0;
-    pid_t pid = 0;  // Ack: the reader
+    pid_t pid = 0;  // Ack: the reader; Unhold: the process that let go
   };
   using Lock = std::unique_lock<std::mutex>;
   void onBackendEvent(const BackendEvent& e);
@@ -360,6 +362,8 @@ class Engine {
   // poll(2) of a shared mailbox's .receive or a shared semaphore with nothing here: asks
   // the backend whether a read would find something. nullopt: not such a file.
   std::optional<bool> remoteReadable(uint64_t fh);
+  // Opening .receive of a shared exclusive mailbox: held across hosts first (EBUSY).
+  Status holdRemote(uint64_t ino, pid_t pid);
   Result<std::pair<struct stat, Opened>> createRemoteSemaphore(std::string_view name, mode_t mode, int flags,
                                                                const Caller& who);
   Status unlinkRemoteSemaphore(std::string_view name);
@@ -442,7 +446,9 @@ class Engine {
   pid_t lastLineagePid_ = 0;
   int64_t lastLineageAt_ = 0;
   std::shared_ptr<const std::vector<pid_t>> lastLineage_;
-  std::unordered_map<uint64_t, MessagePtr> messages_;             // listed or being written; GUARDED_BY(mutex_)
+  // By uid: queued or being written (not owned: their mailbox's queue or their writer's
+  // handle holds them). GUARDED_BY(mutex_)
+  std::unique_ptr<detail::MessageTable> messages_;
   std::unordered_map<uint64_t, std::unique_ptr<detail::Handle>> handles_;  // GUARDED_BY(mutex_)
   std::unordered_map<WaiterId, detail::Mailbox*> waiterHomes_;    // GUARDED_BY(mutex_)
   std::map<std::string, std::shared_ptr<detail::Segment>, std::less<>> segments_;      // GUARDED_BY(mutex_)
