@@ -12,6 +12,7 @@
 #include <optional>
 #include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace bench {
@@ -131,7 +132,8 @@ struct RedisPeer {
   Value pingPongPerS;   // round trips/s
   std::string note;
 };
-RedisPeer measureRedis(const Config& cfg);
+RedisPeer measureRedis(const Config& cfg);             // on a redis-server of its own
+RedisPeer measureRedisAt(const Config& cfg, int port);  // on 127.0.0.1:port, already running
 
 struct IpcfsFigures {
   std::string oneMode;      // how "one message per call" was done
@@ -154,6 +156,29 @@ struct IpcfsFigures {
 };
 IpcfsFigures measureIpcfs(const Config& cfg);
 
+// The message figures on their own, between two mounts of one backend (from == to: within
+// one mount). Each makes its mailboxes through `from` (removed afterwards), sends through
+// `from` and receives through `to`; ping-pong answers back the other way. lines: one
+// message per call through .send-lines/.receive-lines instead of .send (write + fsync) and
+// .receive (read to the end).
+struct Route {
+  std::string from, to;
+};
+Value ipcfsOneByOne(const Config& cfg, const Route& route, bool lines, int senders, int receivers);
+Value ipcfsPingPong(const Config& cfg, const Route& route, bool lines);  // round trips/s
+Value ipcfsFrames(const Config& cfg, const Route& route);  // 64 B msg/s in 64 KiB calls; nullopt: no .send-frames
+
 pid_t findDaemonPid(const std::string& mount);
+
+// A bench's command line: [--quick] then nArgs.first to nArgs.second positional arguments.
+// Sets cfg.quick (and the short timings of --quick); on --help, an unknown option or a wrong
+// count, prints "usage: ARGV0 USAGE" and sets exitCode (0 for --help, else 2).
+struct CommandLine {
+  std::vector<std::string> positional;
+  int exitCode = -1;  // >= 0: exit with it
+};
+CommandLine parseCommandLine(int argc, char** argv, Config& cfg, const char* usage,
+                             std::pair<std::size_t, std::size_t> nArgs);
+std::string withoutTrailingSlash(std::string path);
 
 }  // namespace bench

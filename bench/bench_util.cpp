@@ -35,7 +35,7 @@ double secondsSince(Clock::time_point t) {
 void progress(const char* fmt, ...) {
   std::va_list ap;
   va_start(ap, fmt);
-  std::fputs("ipcfs_bench: ", stderr);
+  std::fprintf(stderr, "%s: ", program_invocation_short_name);
   std::vfprintf(stderr, fmt, ap);
   std::fputc('\n', stderr);
   va_end(ap);
@@ -62,7 +62,7 @@ pid_t forkChild(const std::function<int()>& body, unsigned alarmSeconds) {
   try {
     rc = body();
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "ipcfs_bench: child %d: %s\n", static_cast<int>(::getpid()), e.what());
+    std::fprintf(stderr, "%s: child %d: %s\n", program_invocation_short_name, static_cast<int>(::getpid()), e.what());
     rc = 1;
   }
   std::fflush(nullptr);
@@ -392,6 +392,34 @@ MemcpyResult memcpyIntoMapping(const std::string& path, std::size_t bytes, int p
   ::close(fd);
   ::unlink(path.c_str());
   return r;
+}
+
+CommandLine parseCommandLine(int argc, char** argv, Config& cfg, const char* usage,
+                             std::pair<std::size_t, std::size_t> nArgs) {
+  CommandLine out;
+  bool help = false, bad = false;
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    if (a == "--quick") cfg.quick = true;
+    else if (a == "--help" || a == "-h") help = true;
+    else if (!a.empty() && a[0] == '-') bad = true;
+    else out.positional.push_back(a);
+  }
+  bad = bad || out.positional.size() < nArgs.first || out.positional.size() > nArgs.second;
+  if (help || bad) {
+    std::fprintf(stderr, "usage: %s %s\n", argv[0], usage);
+    out.exitCode = help ? 0 : 2;
+  }
+  if (cfg.quick) {
+    cfg.seconds = 0.1;
+    cfg.repeats = 1;
+  }
+  return out;
+}
+
+std::string withoutTrailingSlash(std::string path) {
+  while (path.size() > 1 && path.back() == '/') path.pop_back();
+  return path;
 }
 
 }  // namespace bench

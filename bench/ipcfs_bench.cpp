@@ -15,7 +15,6 @@
 #include <sys/utsname.h>
 #include <unistd.h>
 
-#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -25,167 +24,25 @@
 #include <vector>
 
 #include "bench.hpp"
+#include "bench_table.hpp"
 
 namespace {
 
 using bench::Value;
-
-struct Row {
-  std::string figure;
-  Value value;
-  std::string unit;
-  std::string anchor;       // "" for an anchor row
-  Value anchorValue;
-  std::string target;       // "" when the issue sets none
-  std::optional<bool> met;  // nullopt: no target, or not measurable
-  bool hasTarget = false;
-};
-
-std::string grouped(long long v) {
-  std::string digits = std::to_string(v < 0 ? -v : v), out;
-  for (std::size_t i = 0; i < digits.size(); ++i) {
-    if (i && (digits.size() - i) % 3 == 0) out += ',';
-    out += digits[i];
-  }
-  return v < 0 ? "-" + out : out;
-}
-
-std::string number(Value v) {
-  if (!v) return "n/a";
-  double x = *v;
-  char buf[64];
-  if (std::fabs(x) >= 1000) return grouped(std::llround(x));
-  if (x == std::floor(x)) return std::to_string(std::llround(x));  // counts, limits
-  if (std::fabs(x) >= 100) std::snprintf(buf, sizeof buf, "%.0f", x);
-  else if (std::fabs(x) >= 10) std::snprintf(buf, sizeof buf, "%.1f", x);
-  else std::snprintf(buf, sizeof buf, "%.2f", x);
-  return buf;
-}
-
-std::string ratioText(Value a, Value b) {
-  if (!a || !b || *b == 0) return "n/a";
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%.2f", *a / *b);
-  return buf;
-}
-
-class Table {
- public:
-  void anchor(const std::string& figure, Value v, const std::string& unit) {
-    rows_.push_back({figure, v, unit, "", std::nullopt, "", std::nullopt, false});
-  }
-  // value / anchorValue >= minRatio (or without a target when minRatio <= 0).
-  void ratio(const std::string& figure, Value v, const std::string& unit, const std::string& anchorName,
-             Value anchorValue, double minRatio) {
-    Row r{figure, v, unit, anchorName, anchorValue, "", std::nullopt, minRatio > 0};
-    if (minRatio > 0) {
-      char buf[32];
-      std::snprintf(buf, sizeof buf, "≥ %.2f", minRatio);
-      r.target = buf;
-      if (v && anchorValue && *anchorValue > 0) r.met = *v / *anchorValue >= minRatio;
-    }
-    rows_.push_back(r);
-  }
-  // An absolute bound: value < limit (strict) or value <= limit.
-  void limit(const std::string& figure, Value v, const std::string& unit, double bound, bool strict) {
-    Row r{figure, v, unit, "(absolute)", std::nullopt, "", std::nullopt, true};
-    r.target = std::string(strict ? "< " : "≤ ") + number(bound) + " " + unit;
-    if (v) r.met = strict ? *v < bound : *v <= bound;
-    rows_.push_back(r);
-  }
-
-  void print() const {
-    const std::vector<std::string> head = {"figure", "value", "unit", "anchor", "anchor value", "ratio", "target", "met"};
-    std::vector<std::vector<std::string>> cells;
-    for (const Row& r : rows_) {
-      bool isAnchor = r.anchor.empty();
-      std::string met = !r.hasTarget ? "—" : r.met ? (*r.met ? "yes" : "no") : "n/a";
-      cells.push_back({r.figure, number(r.value), r.unit, isAnchor ? "—" : r.anchor,
-                       isAnchor || r.anchor == "(absolute)" ? "—" : number(r.anchorValue),
-                       isAnchor || r.anchor == "(absolute)" ? "—" : ratioText(r.value, r.anchorValue),
-                       r.target.empty() ? "—" : r.target, met});
-    }
-    std::vector<std::size_t> width(head.size());
-    auto len = [](const std::string& s) {  // display width: count UTF-8 lead bytes
-      std::size_t n = 0;
-      for (unsigned char c : s) n += (c & 0xC0) != 0x80;
-      return n;
-    };
-    for (std::size_t i = 0; i < head.size(); ++i) width[i] = len(head[i]);
-    for (const auto& row : cells)
-      for (std::size_t i = 0; i < row.size(); ++i) width[i] = std::max(width[i], len(row[i]));
-    auto line = [&](const std::vector<std::string>& row) {
-      std::string out = "|";
-      for (std::size_t i = 0; i < row.size(); ++i) {
-        bool right = i == 1 || i == 4 || i == 5;
-        std::string pad(width[i] - len(row[i]), ' ');
-        out += ' ';
-        if (right) out += pad;
-        out += row[i];
-        if (!right) out += pad;
-        out += " |";
-      }
-      std::puts(out.c_str());
-    };
-    line(head);
-    std::string sep = "|";
-    for (std::size_t i = 0; i < head.size(); ++i) {
-      bool right = i == 1 || i == 4 || i == 5;
-      sep += right ? std::string(width[i] + 1, '-') + ":|" : std::string(width[i] + 2, '-') + "|";
-    }
-    std::puts(sep.c_str());
-    for (const auto& row : cells) line(row);
-  }
-
-  void summary() const {
-    int met = 0, missed = 0, na = 0;
-    for (const Row& r : rows_) {
-      if (!r.hasTarget) continue;
-      if (!r.met) ++na;
-      else if (*r.met) ++met;
-      else ++missed;
-    }
-    std::printf("targets: %d met, %d not met, %d n/a\n", met, missed, na);
-  }
-
- private:
-  std::vector<Row> rows_;
-};
-
-std::string cpuModel() {
-  std::string info = bench::readFile("/proc/cpuinfo");
-  auto pos = info.find("model name");
-  if (pos == std::string::npos) return "unknown CPU";
-  pos = info.find(':', pos);
-  auto end = info.find('\n', pos);
-  return info.substr(pos + 2, end - pos - 2);
-}
-
-int usage(const char* argv0) {
-  std::fprintf(stderr, "usage: %s [--quick] MOUNTPOINT [IPCFS_DAEMON_PID]\n", argv0);
-  return 2;
-}
+using bench::grouped;
+using bench::Table;
 
 }  // namespace
 
 int main(int argc, char** argv) {
   bench::Config cfg;
-  std::vector<std::string> pos;
-  for (int i = 1; i < argc; ++i) {
-    std::string a = argv[i];
-    if (a == "--quick") cfg.quick = true;
-    else if (a == "--help" || a == "-h") return usage(argv[0]), 0;
-    else if (!a.empty() && a[0] == '-') return usage(argv[0]);
-    else pos.push_back(a);
-  }
-  if (pos.empty() || pos.size() > 2) return usage(argv[0]);
-  cfg.mount = pos[0];
-  while (cfg.mount.size() > 1 && cfg.mount.back() == '/') cfg.mount.pop_back();
+  const bench::CommandLine cl = bench::parseCommandLine(argc, argv, cfg, "[--quick] MOUNTPOINT [IPCFS_DAEMON_PID]", {1, 2});
+  if (cl.exitCode >= 0) return cl.exitCode;
+  const std::vector<std::string>& pos = cl.positional;
+  cfg.mount = bench::withoutTrailingSlash(pos[0]);
   if (pos.size() == 2) cfg.daemonPid = static_cast<pid_t>(std::atol(pos[1].c_str()));
   if (cfg.daemonPid <= 0) cfg.daemonPid = bench::findDaemonPid(cfg.mount);
   if (cfg.quick) {
-    cfg.seconds = 0.1;
-    cfg.repeats = 1;
     cfg.memBytes = 8u << 20;
     cfg.blockedReceivers = 50;
     cfg.queuedMessages = 5000;
@@ -207,7 +64,7 @@ int main(int argc, char** argv) {
   std::time_t now = std::time(nullptr);
   std::strftime(when, sizeof when, "%Y-%m-%d %H:%M", std::localtime(&now));
   std::printf("\nipcfs_bench%s: %s, %u cores, %s %s, %s, %.0f s\n", cfg.quick ? " --quick (smoke run: figures mean nothing)" : "",
-              cpuModel().c_str(), std::thread::hardware_concurrency(), u.sysname, u.release, when,
+              bench::cpuModel().c_str(), std::thread::hardware_concurrency(), u.sysname, u.release, when,
               bench::secondsSince(t0));
   std::printf("timed figures: median of %d runs of %.1f s; processes not pinned to CPUs\n", cfg.repeats, cfg.seconds);
   std::printf("one message per call: %s\n\n", f.oneMode.empty() ? "n/a" : f.oneMode.c_str());

@@ -66,8 +66,9 @@ long long statusField(const std::string& statusPath, const std::string& key) {
 // A mailbox made for one figure; drained (not timed) and removed afterwards.
 class Mailbox {
  public:
-  Mailbox(const Config& cfg, const char* tag, bool quick) : quick_(quick) {
-    path_ = cfg.mount + "/mailboxes/" + tagged(tag);
+  Mailbox(const Config& cfg, const char* tag, bool quick) : Mailbox(cfg.mount, tag, quick) {}
+  Mailbox(const std::string& mount, const char* tag, bool quick) : name_(tagged(tag)), quick_(quick) {
+    path_ = mount + "/mailboxes/" + name_;
     if (::mkdir(path_.c_str(), 0700) != 0) fail("mkdir " + path_);
   }
   ~Mailbox() {
@@ -81,6 +82,17 @@ class Mailbox {
 
   std::string node(const char* name) const { return path_ + "/" + name; }
   const std::string& path() const { return path_; }
+  // The same mailbox through another mount on the same backend, once that mount shows it.
+  std::string on(const std::string& mount) const {
+    std::string dir = mount + "/mailboxes/" + name_;
+    if (dir == path_) return dir;
+    auto deadline = Clock::now() + std::chrono::seconds(10);
+    while (!exists(dir)) {
+      if (Clock::now() > deadline) failPlain(dir + " did not appear within 10 s");
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    return dir;
+  }
   bool has(const char* name) const { return exists(node(name)); }
 
   void drain() noexcept {
@@ -101,7 +113,7 @@ class Mailbox {
   }
 
  private:
-  std::string path_;
+  std::string name_, path_;
   bool quick_;
 };
 
@@ -111,8 +123,8 @@ struct OneSender {
   bool lines = false;
   char buf[kMsg + 1];
 
-  OneSender(const Mailbox& mb, bool useLines) : lines(useLines) {
-    fd = openOrFail(mb.node(lines ? ".send-lines" : ".send"), O_WRONLY);
+  OneSender(const std::string& dir, bool useLines) : lines(useLines) {
+    fd = openOrFail(dir + (lines ? "/.send-lines" : "/.send"), O_WRONLY);
     std::memset(buf, kData, sizeof buf);
     buf[kMsg] = '\n';
   }
@@ -133,8 +145,8 @@ struct OneReceiver {
   bool lines = false;
   char buf[kMsg + 1];
 
-  OneReceiver(const Mailbox& mb, bool useLines) : lines(useLines) {
-    fd = openOrFail(mb.node(lines ? ".receive-lines" : ".receive"), O_RDONLY);
+  OneReceiver(const std::string& dir, bool useLines) : lines(useLines) {
+    fd = openOrFail(dir + (lines ? "/.receive-lines" : "/.receive"), O_RDONLY);
   }
   ~OneReceiver() { ::close(fd); }
   // Returns the message's first byte.
@@ -154,12 +166,15 @@ struct OneReceiver {
   }
 };
 
-Value oneByOne(const Config& cfg, bool lines, int senders, int receivers, const char* tag) {
-  Mailbox mb(cfg, tag, cfg.quick);
+}  // namespace
+
+Value ipcfsOneByOne(const Config& cfg, const Route& route, bool lines, int senders, int receivers) {
+  Mailbox mb(route.from, senders == 1 ? "one" : "many", cfg.quick);
+  const std::string from = mb.path(), to = mb.on(route.to);
   std::vector<Role> roles;
   for (int i = 0; i < senders; ++i) {
     roles.push_back({[&](int, const StartFn& start) -> long long {
-                       OneSender s(mb, lines);
+                       OneSender s(from, lines);
                        auto deadline = start();
                        for (long long n = 0;; ++n) {
                          if ((n & 15) == 0 && Clock::now() >= deadline) break;
@@ -172,7 +187,7 @@ Value oneByOne(const Config& cfg, bool lines, int senders, int receivers, const 
   }
   for (int i = 0; i < receivers; ++i) {
     roles.push_back({[&](int, const StartFn& start) -> long long {
-                       OneReceiver r(mb, lines);
+                       OneReceiver r(to, lines);
                        auto deadline = start();
                        long long n = 0;
                        for (;;) {
@@ -187,12 +202,13 @@ Value oneByOne(const Config& cfg, bool lines, int senders, int receivers, const 
   return runTeam(roles, cfg.seconds, 30);
 }
 
-Value pingPong(const Config& cfg, bool lines) {
-  Mailbox ping(cfg, "ping", cfg.quick), pong(cfg, "pong", cfg.quick);
+Value ipcfsPingPong(const Config& cfg, const Route& route, bool lines) {
+  Mailbox ping(route.from, "ping", cfg.quick), pong(route.from, "pong", cfg.quick);
+  const std::string pingTo = ping.on(route.to), pongTo = pong.on(route.to);
   std::vector<Role> roles;
   roles.push_back({[&](int, const StartFn& start) -> long long {
-                     OneSender s(ping, lines);
-                     OneReceiver r(pong, lines);
+                     OneSender s(ping.path(), lines);
+                     OneReceiver r(pong.path(), lines);
                      auto deadline = start();
                      long long n = 0;
                      while (Clock::now() < deadline) {
@@ -205,8 +221,8 @@ Value pingPong(const Config& cfg, bool lines) {
                    },
                    true});
   roles.push_back({[&](int, const StartFn& start) -> long long {
-                     OneReceiver r(ping, lines);
-                     OneSender s(pong, lines);
+                     OneReceiver r(pingTo, lines);
+                     OneSender s(pongTo, lines);
                      start();
                      while (r.receive() == kData) s.send(kData);
                      return 0;
@@ -214,6 +230,8 @@ Value pingPong(const Config& cfg, bool lines) {
                    false});
   return runTeam(roles, cfg.seconds, 30);
 }
+
+namespace {
 
 // ------------------------------------------------------------------ frames
 void putFrame(char* p, char first) {
@@ -232,9 +250,12 @@ std::vector<char> frameBatch(std::size_t frames) {
   return buf;
 }
 
-Value framesRate(const Config& cfg) {
-  Mailbox mb(cfg, "frames", cfg.quick);
+}  // namespace
+
+Value ipcfsFrames(const Config& cfg, const Route& route) {
+  Mailbox mb(route.from, "frames", cfg.quick);
   if (!mb.has(".send-frames") || !mb.has(".receive-frames")) return std::nullopt;
+  const std::string to = mb.on(route.to);
   std::vector<Role> roles;
   roles.push_back({[&](int, const StartFn& start) -> long long {
                      int fd = openOrFail(mb.node(".send-frames"), O_WRONLY);
@@ -249,7 +270,7 @@ Value framesRate(const Config& cfg) {
                    },
                    false});
   roles.push_back({[&](int, const StartFn& start) -> long long {
-                     int fd = openOrFail(mb.node(".receive-frames"), O_RDONLY);
+                     int fd = openOrFail(to + "/.receive-frames", O_RDONLY);
                      std::vector<char> buf(64 * 1024);
                      auto deadline = start();
                      long long n = 0;
@@ -273,6 +294,8 @@ Value framesRate(const Config& cfg) {
                    true});
   return runTeam(roles, cfg.seconds, 30);
 }
+
+namespace {
 
 // ------------------------------------------------------------------ echo-style sends
 Value echoSends(const Config& cfg) {
@@ -613,11 +636,12 @@ IpcfsFigures measureIpcfs(const Config& cfg) {
 
   // First, while the daemon is fresh: RSS growth per queued message.
   guarded(f, "queued messages", [&] { queuedMessages(cfg, f); });
-  guarded(f, "1 sender + 1 receiver", [&] { f.oneByOne = medianOf("ipcfs 1+1", cfg.repeats, [&] { return oneByOne(cfg, lines, 1, 1, "one"); }); });
-  guarded(f, "frames", [&] { f.frames = medianOf("ipcfs frames", cfg.repeats, [&] { return framesRate(cfg); }); });
-  guarded(f, "ping-pong", [&] { f.pingPong = medianOf("ipcfs ping-pong", cfg.repeats, [&] { return pingPong(cfg, lines); }); });
+  const Route here{cfg.mount, cfg.mount};
+  guarded(f, "1 sender + 1 receiver", [&] { f.oneByOne = medianOf("ipcfs 1+1", cfg.repeats, [&] { return ipcfsOneByOne(cfg, here, lines, 1, 1); }); });
+  guarded(f, "frames", [&] { f.frames = medianOf("ipcfs frames", cfg.repeats, [&] { return ipcfsFrames(cfg, here); }); });
+  guarded(f, "ping-pong", [&] { f.pingPong = medianOf("ipcfs ping-pong", cfg.repeats, [&] { return ipcfsPingPong(cfg, here, lines); }); });
   guarded(f, "echo-style sends", [&] { f.echoSends = medianOf("ipcfs echo-style", cfg.repeats, [&] { return echoSends(cfg); }); });
-  guarded(f, "4 senders + 4 receivers", [&] { f.fourByFour = medianOf("ipcfs 4+4", cfg.repeats, [&] { return oneByOne(cfg, lines, 4, 4, "four"); }); });
+  guarded(f, "4 senders + 4 receivers", [&] { f.fourByFour = medianOf("ipcfs 4+4", cfg.repeats, [&] { return ipcfsOneByOne(cfg, here, lines, 4, 4); }); });
   if (exists(cfg.mount + "/pipes"))
     guarded(f, "duplex pipe", [&] { f.duplexPipeGBs = medianOf("ipcfs duplex pipe", cfg.repeats, [&] { return duplexPipeGBs(cfg); }); });
   guarded(f, "semaphores", [&] { f.semPairs = medianOf("ipcfs sem/", cfg.repeats, [&] { return semPairs(cfg); }); });
