@@ -422,6 +422,12 @@ Status Engine::rename(uint64_t parent, std::string_view name, uint64_t newParent
                       unsigned flags, const Caller& who) {
   if (flags & ~static_cast<unsigned>(RENAME_NOREPLACE)) return fail(EINVAL);
   if (backend_ && parent == ino::kMailboxes && newParent == ino::kMailboxes) return renameRemote(name, newName);
+  if (backend_ && parent != newParent && ino::kindOf(parent) == ino::Kind::Mailbox &&
+      ino::kindOf(newParent) == ino::Kind::Mailbox) {
+    if (auto forwarded = forwardRemote(parent, name, newParent, newName);
+        forwarded || forwarded.error() != std::errc::cross_device_link)
+      return forwarded;
+  }
   After after;
   Status result = [&]() -> Status {
     std::lock_guard lock(mutex_);
@@ -450,8 +456,8 @@ Status Engine::rename(uint64_t parent, std::string_view name, uint64_t newParent
     auto from = mailboxByIno(parent);
     auto to = mailboxByIno(newParent);
     if (!from || !to) return fail(EPERM);
-    // Moving a message of a shared mailbox: EXDEV, so mv(1) copies it (a send) and removes
-    // the original (rm), which is the same forward in two steps.
+    // Within one shared mailbox, or between a shared and a local one: EXDEV, so mv(1) copies
+    // it (a send) and removes the original (rm). Between two shared ones: forwardRemote.
     if (from->remote || to->remote) return fail(EXDEV);
     for (const auto& c : kControlNodes)
       if (c.name == name) return fail(EPERM);

@@ -394,7 +394,9 @@ void Engine::claimForReceivers(const MailboxPtr& box, Lock& lock, After& after) 
   std::vector<WaiterId> probes;
   for (const Waiter& w : box->receivers) {
     const Handle* h = handle(w.fh);
-    want += h && h->batch != detail::Batch::None ? kBatchClaim : 1;
+    // A batch read takes what fits in its buffer: claim about that many (64-byte messages),
+    // not more than it can take (the rest would only go back).
+    want += h && h->batch != detail::Batch::None ? std::clamp<size_t>(w.size / 68, 1, kBatchClaim) : 1;
     if (w.nonblock) probes.push_back(w.id);
   }
   const size_t here = box->queue.size();
@@ -943,6 +945,53 @@ std::optional<bool> Engine::remoteReadable(uint64_t fh) {
   }
   auto rs = backend_->semaphore(semId);
   return rs && rs->value > 0;
+}
+
+// Forwarding between shared mailboxes: taken out of the source's queue first (so nobody
+// can receive it twice), then pushed into the target as a non-blocking send; if the target
+// refuses, it goes back into the source (at its tail) and the mv fails.
+Status Engine::forwardRemote(uint64_t parent, std::string_view name, uint64_t newParent, std::string_view newName) {
+  RemoteMessage rm;
+  uint64_t fromId = 0, toId = 0;
+  {
+    std::lock_guard lock(mutex_);
+    auto from = mailboxByIno(parent);
+    auto to = mailboxByIno(newParent);
+    if (!from || !to || !from->remote || !to->remote) return fail(EXDEV);
+    if (auto ok = validateName(newName); !ok) return fail(ok.error());
+    if (isReservedName(name)) return fail(EPERM);
+    auto entry = std::find_if(from->remoteListing.begin(), from->remoteListing.end(),
+                              [&](const MessagePtr& l) { return l->name() == name; });
+    if (entry == from->remoteListing.end()) return fail(EXDEV);  // not a queued shared message: local rules
+    if (detail::findByName(*to, newName)) return fail(EEXIST);
+    const Message& m = **entry;
+    rm.name = std::string(newName);
+    rm.payload = std::string(m.payload());
+    rm.pid = static_cast<uint32_t>(m.senderPid);
+    rm.uid = m.uid_;
+    rm.gid = m.gid;
+    rm.mode = m.mode;
+    rm.sentNs = toNs(m.mtime());
+    fromId = from->id;
+    toId = to->id;
+  }
+  if (auto removed = backend_->removeQueued(fromId, std::string(name)); !removed) return removed;
+  auto pushed = backend_->push(toId, rm);
+  if (!pushed || !*pushed) {
+    rm.name = std::string(name);
+    (void)backend_->push(fromId, rm);
+    return fail(!pushed ? pushed.error() : std::errc::resource_unavailable_try_again);
+  }
+  std::lock_guard lock(mutex_);
+  if (auto from = mailboxById(fromId)) {
+    std::erase_if(from->remoteListing, [&](const MessagePtr& l) {
+      if (l->name() != name) return false;
+      forgetLocally(*from, *messages_, l.get());
+      return true;
+    });
+    from->mtime = from->ctime = now();
+  }
+  return {};
 }
 
 // ---- semaphores ----

@@ -369,6 +369,8 @@ class Engine {
   Status unlinkRemoteSemaphore(std::string_view name);
   std::optional<Result<size_t>> postRemoteSemaphore(uint64_t fh, std::string_view data);
   Status unlinkRemoteMessage(uint64_t parent, std::string_view name);
+  // mv of a queued message from one shared mailbox to another (EXDEV: not that case).
+  Status forwardRemote(uint64_t parent, std::string_view name, uint64_t newParent, std::string_view newName);
 
   // Completing a call (engine_durable.cpp). In memory they run `after` at once; in durable
   // mode only once the records this thread appended during the call are on disk, so nothing
