@@ -549,6 +549,7 @@ void Engine::release(uint64_t fh) {
             box.receivers.erase(w);
           }
         }
+        if (box.remote && h.batch != detail::Batch::None) requestWake(box);  // its leftovers go back
         if (auto n = box.receiverOpens.find(h.openerPid); n != box.receiverOpens.end() && --n->second <= 0) {
           box.receiverOpens.erase(n);
           if (box.remote && box.policy == detail::Policy::Exclusive)

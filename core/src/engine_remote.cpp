@@ -394,9 +394,9 @@ void Engine::claimForReceivers(const MailboxPtr& box, Lock& lock, After& after) 
   std::vector<WaiterId> probes;
   for (const Waiter& w : box->receivers) {
     const Handle* h = handle(w.fh);
-    // A batch read takes what fits in its buffer: claim about that many (64-byte messages),
-    // not more than it can take (the rest would only go back).
-    want += h && h->batch != detail::Batch::None ? std::clamp<size_t>(w.size / 68, 1, kBatchClaim) : 1;
+    // A batch read takes as many whole messages as fit its buffer (at least 2 bytes each);
+    // what it leaves stays claimed here for its next read (see giveBackLeftovers).
+    want += h && h->batch != detail::Batch::None ? std::clamp<size_t>(w.size / 2, 1, kBatchClaim) : 1;
     if (w.nonblock) probes.push_back(w.id);
   }
   const size_t here = box->queue.size();
@@ -484,8 +484,12 @@ Status Engine::confirmRemoteNow(uint64_t fh) {
 }
 
 // Claimed messages nobody here waits for any more go back to the head of the shared queue.
+// While a batch reader here has the mailbox open, they stay for its next read (claiming and
+// giving back per read would cost two scripts per message); they go back when it closes.
 void Engine::giveBackLeftovers(const MailboxPtr& box, Lock& lock) {
   if (!box->receivers.empty() || box->queue.empty()) return;
+  for (const auto& [fh, h] : handles_)
+    if (h->kind == HandleKind::Receiver && h->box == box && h->batch != detail::Batch::None) return;
   std::vector<std::pair<uint64_t, bool>> back;
   while (!box->queue.empty()) {
     MessagePtr msg = box->queue.front();
