@@ -57,8 +57,10 @@ namespace {
 // (and stay below 2^34: procs/P/from/Q packs an inbox id with a pid into 56 bits).
 constexpr uint64_t kLocalIdBase = uint64_t{1} << 33;
 // A receiving batch node may take many messages per read: claim up to this many for it.
-constexpr size_t kBatchClaim = 64;
-constexpr size_t kMaxClaim = 256;
+constexpr size_t kBatchClaim = 1024;
+constexpr size_t kMaxClaim = 1024;
+// A batch write's messages go to the backend this many per round trip.
+constexpr size_t kPushBatch = 1024;
 // A listing of a shared mailbox shows the first this many queued messages.
 constexpr size_t kListingMax = 10000;
 
@@ -155,7 +157,7 @@ void Engine::stopBackend() {
       if (job.kind == RemoteJob::Kind::Ack) acks.emplace_back(job.id, job.seq, job.pid);
     remoteJobs_.clear();
   }
-  for (auto [box, seq, reader] : acks) (void)backend_->ack(box, seq, static_cast<uint32_t>(reader));
+  for (auto [box, seq, reader] : acks) (void)backend_->ack(box, {{seq, static_cast<uint32_t>(reader)}});
   for (auto [box, seq, redelivered] : back) (void)backend_->giveBack(box, seq, redelivered);
 }
 
@@ -257,9 +259,9 @@ void Engine::runRemoteJob(const RemoteJob& job, Lock& lock, After& after) {
       break;
     case RemoteJob::Kind::Ack: {
       lock.unlock();
-      auto r = backend_->ack(job.id, job.seq, static_cast<uint32_t>(job.pid));
+      auto r = backend_->ack(job.id, {{job.seq, static_cast<uint32_t>(job.pid)}});
       lock.lock();
-      if (r && !*r) ++remoteAcksLost_;
+      if (r) remoteAcksLost_ += *r;
       break;
     }
     case RemoteJob::Kind::Unhold: {
@@ -302,28 +304,39 @@ void Engine::remoteWake(const MailboxPtr& box, Lock& lock, After& after) {
   registerWaiting(box, lock, false);
 }
 
-// Pushes parked messages in order; stops at the first that finds no room (it keeps its
-// place at the front, and those behind it wait behind it).
+// Pushes parked messages in order, a batch write's many in one round trip; stops at the
+// first that finds no room (its sender keeps its place at the front, and those behind it
+// wait behind it).
 void Engine::pushSenders(const MailboxPtr& box, Lock& lock, After& after) {
   while (!box->senders.empty() && !box->removed) {
     Waiter w = std::move(box->senders.front());
     box->senders.pop_front();
     waiterHomes_.erase(w.id);
     --sendersWaiting_;
-    MessagePtr msg = w.kind == WaitKind::SendBatch ? w.batch.front() : w.msg;
-    RemoteMessage rm;
-    if (msg->state == MessageState::Composing && !msg->namedBySeq()) rm.name = msg->name();  // a drop-in's
-    rm.payload = std::string(msg->payload());
-    rm.pid = static_cast<uint32_t>(msg->senderPid);
-    rm.uid = msg->uid_;
-    rm.gid = msg->gid;
-    rm.mode = msg->mode;
-    rm.sentNs = toNs(now());
-    if (const Handle* sender = handle(w.fh)) rm.receipt = sender->readsReceipts && w.kind == WaitKind::Send;
-    lock.unlock();
-    auto r = backend_->push(box->id, rm);
-    lock.lock();
     const bool batch = w.kind == WaitKind::SendBatch;
+    std::vector<MessagePtr> msgs;
+    if (batch) {
+      for (size_t i = 0; i < w.batch.size() && i < kPushBatch; ++i) msgs.push_back(w.batch[i]);
+    } else {
+      msgs.push_back(w.msg);
+    }
+    const Handle* sender = handle(w.fh);
+    std::vector<RemoteMessage> rms(msgs.size());
+    for (size_t i = 0; i < msgs.size(); ++i) {
+      const Message& m = *msgs[i];
+      RemoteMessage& rm = rms[i];
+      if (m.state == MessageState::Composing && !m.namedBySeq()) rm.name = m.name();  // a drop-in's
+      rm.payload = std::string(m.payload());
+      rm.pid = static_cast<uint32_t>(m.senderPid);
+      rm.uid = m.uid_;
+      rm.gid = m.gid;
+      rm.mode = m.mode;
+      rm.sentNs = toNs(now());
+      rm.receipt = sender && sender->readsReceipts && !batch;
+    }
+    lock.unlock();
+    auto r = backend_->push(box->id, rms);
+    lock.lock();
     auto failSender = [&](int err) {
       const bool nobodyToTell = !w.onRead && !w.onStatus && !w.onWrite;
       if (nobodyToTell) ++discarded_;
@@ -334,8 +347,8 @@ void Engine::pushSenders(const MailboxPtr& box, Lock& lock, After& after) {
           return;
         }
       } else {
-        releaseBytes(msg->size());
-        if (msg->state == MessageState::Composing) forgetLocally(*box, *messages_, msg.get());
+        releaseBytes(w.msg->size());
+        if (w.msg->state == MessageState::Composing) forgetLocally(*box, *messages_, w.msg.get());
       }
       after.push_back(failWith(w, err));
     };
@@ -343,35 +356,43 @@ void Engine::pushSenders(const MailboxPtr& box, Lock& lock, After& after) {
       failSender(errnoOf(r.error()));
       continue;
     }
-    if (!*r) {  // no room
-      if (w.nonblock) {
-        failSender(EAGAIN);
-        continue;
-      }
+    for (size_t i = 0; i < r->seqs.size(); ++i) {
+      Message& m = *msgs[i];
+      m.seq = r->seqs[i];
+      releaseBytes(m.size());
+      if (m.state == MessageState::Composing) forgetLocally(*box, *messages_, &m);
+    }
+    const size_t entered = r->seqs.size();
+    if (entered > 0) {
+      box->sent += entered;
+      messagesSent_ += entered;
+      box->mtime = box->ctime = now();
+      wakePollers(*box, after);
+    }
+    if (batch) {
+      w.batch.erase(w.batch.begin(), w.batch.begin() + static_cast<std::ptrdiff_t>(entered));
+      w.batchEntered += entered;
+    }
+    auto keepWaiting = [&] {
       const WaiterId id = w.id;
       box->senders.push_front(std::move(w));
       waiterHomes_.emplace(id, box.get());
       ++sendersWaiting_;
-      break;
+    };
+    if (r->refused != 0) {  // the first not entered
+      if (r->refused == EAGAIN && !w.nonblock) {
+        keepWaiting();
+        break;
+      }
+      failSender(r->refused);
+      continue;
     }
-    msg->seq = (*r)->seq;
-    releaseBytes(msg->size());
-    if (msg->state == MessageState::Composing) forgetLocally(*box, *messages_, msg.get());
-    ++box->sent;
-    ++messagesSent_;
-    box->mtime = box->ctime = now();
-    wakePollers(*box, after);
     if (batch) {
-      w.batch.pop_front();
-      ++w.batchEntered;
       if (w.batch.empty()) {
         if (Handle* h = handle(w.fh)) h->draft = std::move(w.leftover);
         after.push_back([d = std::move(w.onWrite), n = w.batchTotal] { d(n); });
       } else {
-        const WaiterId id = w.id;
-        box->senders.push_front(std::move(w));
-        waiterHomes_.emplace(id, box.get());
-        ++sendersWaiting_;
+        keepWaiting();  // more than one round trip's worth: the loop takes it again
       }
       continue;
     }
@@ -381,8 +402,8 @@ void Engine::pushSenders(const MailboxPtr& box, Lock& lock, After& after) {
       continue;
     }
     // Its receipt comes from whichever host's reader acknowledges it.
-    if (h->readsReceipts) remoteReceipts_.insert_or_assign({box->id, msg->seq}, msg);
-    (void)sent(*h, msg, w.onStatus, w.onRead, w.size, after, w.id);
+    if (h->readsReceipts) remoteReceipts_.insert_or_assign({box->id, w.msg->seq}, w.msg);
+    (void)sent(*h, w.msg, w.onStatus, w.onRead, w.size, after, w.id);
   }
 }
 
@@ -470,17 +491,13 @@ Status Engine::confirmRemoteNow(uint64_t fh) {
     h->unconfirmed.clear();
     boxId = h->box->id;
   }
-  Status result;
-  for (const auto& msg : confirmed) {
-    auto r = backend_->ack(boxId, msg->remoteSeq(), static_cast<uint32_t>(msg->extra->remoteReader));
-    if (!r) {
-      result = fail(r.error());
-    } else if (!*r) {
-      std::lock_guard lock(mutex_);
-      ++remoteAcksLost_;
-    }
-  }
-  return result;
+  std::vector<std::pair<uint64_t, uint32_t>> taken;
+  for (const auto& msg : confirmed) taken.emplace_back(msg->remoteSeq(), static_cast<uint32_t>(msg->extra->remoteReader));
+  auto r = backend_->ack(boxId, taken);  // all in one round trip
+  if (!r) return fail(r.error());
+  std::lock_guard lock(mutex_);
+  remoteAcksLost_ += *r;
+  return {};
 }
 
 // Claimed messages nobody here waits for any more go back to the head of the shared queue.
@@ -980,11 +997,11 @@ Status Engine::forwardRemote(uint64_t parent, std::string_view name, uint64_t ne
     toId = to->id;
   }
   if (auto removed = backend_->removeQueued(fromId, std::string(name)); !removed) return removed;
-  auto pushed = backend_->push(toId, rm);
-  if (!pushed || !*pushed) {
+  auto pushed = backend_->push(toId, {rm});
+  if (!pushed || pushed->seqs.empty()) {
     rm.name = std::string(name);
-    (void)backend_->push(fromId, rm);
-    return fail(!pushed ? pushed.error() : std::errc::resource_unavailable_try_again);
+    (void)backend_->push(fromId, {rm});
+    return fail(!pushed ? static_cast<int>(pushed.error()) : pushed->refused);
   }
   std::lock_guard lock(mutex_);
   if (auto from = mailboxById(fromId)) {

@@ -275,22 +275,32 @@ class RedisBackend final : public Backend {
 
   // ---- messages ----
 
-  Result<std::optional<Pushed>> push(uint64_t box, const RemoteMessage& msg) override {
-    auto r = runScript(push_, mailboxKeys(box),
-                       {std::to_string(box), msg.name, msg.payload, std::to_string(msg.pid), std::to_string(msg.uid),
-                        std::to_string(msg.gid), std::to_string(msg.mode), std::to_string(msg.sentNs),
-                        msg.receipt ? "1" : "0"});
+  Result<Pushed> push(uint64_t box, const std::vector<RemoteMessage>& msgs) override {
+    std::vector<std::string> args{std::to_string(box), std::to_string(msgs.size())};
+    args.reserve(2 + msgs.size() * 8);
+    for (const auto& m : msgs) {
+      args.push_back(m.name);
+      args.push_back(m.payload);
+      args.push_back(std::to_string(m.pid));
+      args.push_back(std::to_string(m.uid));
+      args.push_back(std::to_string(m.gid));
+      args.push_back(std::to_string(m.mode));
+      args.push_back(std::to_string(m.sentNs));
+      args.push_back(m.receipt ? "1" : "0");
+    }
+    auto r = runScript(push_, mailboxKeys(box), std::move(args));
     if (!r) return fail(r.error());
     const redisReply* a = r->get();
     if (a->type != REDIS_REPLY_ARRAY || a->elements == 0) return fail(EIO);
+    Pushed out;
     switch (num(a->element[0])) {
-      case 0:
-        if (a->elements < 3) return fail(EIO);
-        return std::optional<Pushed>(Pushed{static_cast<uint64_t>(num(a->element[1])), str(a->element[2])});
-      case 1: return std::optional<Pushed>();
+      case 0: break;
+      case 1: out.refused = EAGAIN; break;
       case 2: return fail(EIDRM);
-      default: return fail(EEXIST);
+      default: out.refused = EEXIST; break;
     }
+    for (size_t i = 1; i + 1 < a->elements; i += 2) out.seqs.push_back(static_cast<uint64_t>(num(a->element[i])));
+    return out;
   }
 
   Result<std::vector<RemoteMessage>> claim(uint64_t box, size_t max) override {
@@ -305,10 +315,15 @@ class RedisBackend final : public Backend {
     return {};
   }
 
-  Result<bool> ack(uint64_t box, uint64_t seq, uint32_t reader) override {
-    auto r = runScript(ack_, mailboxKeys(box), {std::to_string(box), std::to_string(seq), std::to_string(reader)});
+  Result<size_t> ack(uint64_t box, const std::vector<std::pair<uint64_t, uint32_t>>& taken) override {
+    std::vector<std::string> args{std::to_string(box)};
+    for (auto [seq, reader] : taken) {
+      args.push_back(std::to_string(seq));
+      args.push_back(std::to_string(reader));
+    }
+    auto r = runScript(ack_, mailboxKeys(box), std::move(args));
     if (!r) return fail(r.error());
-    return num(r->get()) == 1;
+    return static_cast<size_t>(num(r->get()));
   }
 
   Status giveBack(uint64_t box, uint64_t seq, bool redelivered) override {

@@ -28,41 +28,63 @@ local function now()
 end
 )";
 
-// ARGV: id name payload pid uid gid mode sentNs receipt(0/1). Returns {0, seq, name} queued, {1} no room,
-// {2} no such mailbox, {3} name taken.
+// ARGV: id n, then 8 per message: name payload pid uid gid mode sentNs receipt(0/1).
+// Pushes in order while there is room. Returns {status, seq1, name1, seq2, name2, ...} for
+// those that entered; status: 0 all entered, 1 no room for the next, 2 no such mailbox,
+// 3 the next one's name is taken.
 inline constexpr const char* kPush = R"(
 if redis.call('EXISTS', KEYS[1]) == 0 then return {2} end
 local cap = tonumber(redis.call('HGET', KEYS[1], 'capacity') or '-1')
 local qlen = redis.call('LLEN', KEYS[2])
-if cap >= 0 and qlen >= cap then
-  local waiting = 0
-  local t = now()
-  local rx = redis.call('HGETALL', KEYS[4])
-  for i = 1, #rx, 2 do
-    local c, dl = string.match(rx[i + 1], '(%d+) (%d+)')
-    if tonumber(dl) > t then waiting = waiting + tonumber(c) else redis.call('HDEL', KEYS[4], rx[i]) end
+local waiting = -1
+local out = {0}
+local last = nil
+for k = 0, tonumber(ARGV[2]) - 1 do
+  local b = 3 + k * 8
+  if cap >= 0 and qlen >= cap then
+    if waiting < 0 then
+      waiting = 0
+      local t = now()
+      local rx = redis.call('HGETALL', KEYS[4])
+      for i = 1, #rx, 2 do
+        local c, dl = string.match(rx[i + 1], '(%d+) (%d+)')
+        if tonumber(dl) > t then waiting = waiting + tonumber(c) else redis.call('HDEL', KEYS[4], rx[i]) end
+      end
+    end
+    if qlen >= waiting then
+      out[1] = 1
+      break
+    end
   end
-  if qlen >= waiting then return {1} end
-end
-local name = ARGV[2]
-local seq
-if name == '' then
-  repeat
+  local name = ARGV[b]
+  local seq
+  if name == '' then
+    repeat
+      seq = redis.call('HINCRBY', KEYS[1], 'nextseq', 1)
+      name = string.format('%010d', seq)
+    until redis.call('HEXISTS', KEYS[8], name) == 0
+  else
+    if redis.call('HEXISTS', KEYS[8], name) == 1 then
+      out[1] = 3
+      break
+    end
     seq = redis.call('HINCRBY', KEYS[1], 'nextseq', 1)
-    name = string.format('%010d', seq)
-  until redis.call('HEXISTS', KEYS[8], name) == 0
-else
-  if redis.call('HEXISTS', KEYS[8], name) == 1 then return {3} end
-  seq = redis.call('HINCRBY', KEYS[1], 'nextseq', 1)
+  end
+  redis.call('HSET', KEYS[5], seq, ARGV[b + 1])
+  redis.call('HSET', KEYS[6], seq, name .. '/' .. ARGV[b + 2] .. '/' .. ARGV[b + 3] .. '/' .. ARGV[b + 4] .. '/' .. ARGV[b + 5] .. '/' .. ARGV[b + 6] .. '/' .. ARGV[b + 7])
+  redis.call('HSET', KEYS[8], name, seq)
+  redis.call('RPUSH', KEYS[2], seq)
+  qlen = qlen + 1
+  last = ARGV[b + 6]
+  out[#out + 1] = seq
+  out[#out + 1] = name
 end
-redis.call('HSET', KEYS[5], seq, ARGV[3])
-redis.call('HSET', KEYS[6], seq, name .. '/' .. ARGV[4] .. '/' .. ARGV[5] .. '/' .. ARGV[6] .. '/' .. ARGV[7] .. '/' .. ARGV[8] .. '/' .. ARGV[9])
-redis.call('HSET', KEYS[8], name, seq)
-redis.call('RPUSH', KEYS[2], seq)
-redis.call('HINCRBY', KEYS[1], 'sent', 1)
-redis.call('HSET', KEYS[1], 'mtime', ARGV[8])
-redis.call('PUBLISH', 'ipcfs:events', 'm ' .. ARGV[1])
-return {0, seq, name}
+if last then
+  redis.call('HINCRBY', KEYS[1], 'sent', (#out - 1) / 2)
+  redis.call('HSET', KEYS[1], 'mtime', last)
+  redis.call('PUBLISH', 'ipcfs:events', 'm ' .. ARGV[1])
+end
+return out
 )";
 
 // Claims whose lease ran out (their daemon died) go back to the head, counted as
@@ -123,18 +145,28 @@ local function forget(s)
 end
 )";
 
-// ARGV: id seq readerPid. 1: gone for good; 0: the lease was lost and another daemon has it.
+// ARGV: id, then seq readerPid per message. Returns how many had lost their lease (another
+// daemon may have them now); the others are gone for good.
 inline constexpr const char* kAck = R"(
-local gone = redis.call('ZREM', KEYS[3], ARGV[2])
-if gone == 0 then gone = redis.call('LREM', KEYS[2], 1, ARGV[2]) end
-if gone == 0 then return 0 end
-local h = redis.call('HGET', KEYS[6], ARGV[2]) or ''
-if string.sub(h, -2) == '/1' then
-  redis.call('PUBLISH', 'ipcfs:events', 'd ' .. ARGV[1] .. ' ' .. ARGV[2] .. ' ' .. ARGV[3])
+local lost = 0
+local done = 0
+for i = 2, #ARGV - 1, 2 do
+  local s = ARGV[i]
+  local gone = redis.call('ZREM', KEYS[3], s)
+  if gone == 0 then gone = redis.call('LREM', KEYS[2], 1, s) end
+  if gone == 0 then
+    lost = lost + 1
+  else
+    local h = redis.call('HGET', KEYS[6], s) or ''
+    if string.sub(h, -2) == '/1' then
+      redis.call('PUBLISH', 'ipcfs:events', 'd ' .. ARGV[1] .. ' ' .. s .. ' ' .. ARGV[i + 1])
+    end
+    forget(s)
+    done = done + 1
+  end
 end
-forget(ARGV[2])
-redis.call('HINCRBY', KEYS[1], 'received', 1)
-return 1
+if done > 0 then redis.call('HINCRBY', KEYS[1], 'received', done) end
+return lost
 )";
 
 // ARGV: id seq redelivered(0/1).

@@ -104,19 +104,20 @@ class Backend {
   enum class Field { Mode, Owner, Times, Capacity, Policy, MaxMsgSize };
   virtual Status updateMailbox(const RemoteMailbox& box, const std::vector<Field>& fields) = 0;
 
-  // Messages. `push` returns the message's seq and name, or nullopt when the mailbox has no
-  // room (full, or at capacity 0 no receiver waits anywhere).
+  // Messages. `push` queues them in order while there is room, in one round trip: the
+  // seqs of those that entered, and why the next did not (0: all entered; EAGAIN: no room,
+  // full or, at capacity 0, no receiver waits anywhere; EEXIST: its name is taken).
   struct Pushed {
-    uint64_t seq = 0;
-    std::string name;
+    std::vector<uint64_t> seqs;
+    int refused = 0;
   };
-  virtual Result<std::optional<Pushed>> push(uint64_t box, const RemoteMessage& msg) = 0;
+  virtual Result<Pushed> push(uint64_t box, const std::vector<RemoteMessage>& msgs) = 0;
   virtual Result<std::vector<RemoteMessage>> claim(uint64_t box, size_t max) = 0;
   // Expired claims back to the head now (claims, listings and .status do it too).
   virtual Status reclaim(uint64_t box) = 0;
-  // false: the lease was lost and someone else has the message now. `reader` is named in
-  // the message's receipt, if its sender wants one.
-  virtual Result<bool> ack(uint64_t box, uint64_t seq, uint32_t reader) = 0;
+  // Read to the end and confirmed, by (seq, reader) -- the reader is named in a receipt, if
+  // the sender wants one. Returns how many had lost their lease (someone else has them now).
+  virtual Result<size_t> ack(uint64_t box, const std::vector<std::pair<uint64_t, uint32_t>>& taken) = 0;
   virtual Status giveBack(uint64_t box, uint64_t seq, bool redelivered) = 0;
   virtual Status renew(uint64_t box, const std::vector<uint64_t>& seqs) = 0;
   // How many receivers wait here for `box` (capacity 0 lets senders in for them).
