@@ -13,6 +13,7 @@
 #include <optional>
 
 #include "context.hpp"
+#include "dirty_limit.hpp"
 #include "ipcfs/backend.hpp"
 #include "logging.hpp"
 #include "options.hpp"
@@ -108,6 +109,7 @@ int main(int argc, char** argv) {
     fuse_session_destroy(se);
     return 1;  // libfuse has printed why
   }
+  const std::string dirtyLimit = relaxDirtyLimit(mountpoint.get());
   const bool foreground = cmd.foreground || cmd.debug;
   if (fuse_daemonize(foreground) != 0) {
     fuse_session_unmount(se);
@@ -118,6 +120,7 @@ int main(int argc, char** argv) {
   setupLogging(foreground, opts.logLevel);
   filesystem->log = spdlog::get("fs");
   spdlog::info("mounted on {} (pid {})", mountpoint.get(), getpid());
+  if (!dirtyLimit.empty()) spdlog::info("{}", dirtyLimit);
   if (!opts.stateDir.empty()) {
     if (!stateNotes.empty()) spdlog::warn("{}", stateNotes);
     spdlog::info("durable: state in {}", opts.stateDir);
