@@ -170,8 +170,11 @@ void Engine::onBackendEvent(const BackendEvent& e) {
     case BackendEvent::Kind::Message:
     case BackendEvent::Kind::Room:
       if (auto box = mailboxById(e.id); box && box->remote) {
+        if (e.kind == BackendEvent::Kind::Message) {
+          box->mayHaveQueued = true;
+          wakePollers(*box, after);
+        }
         if (!box->receivers.empty() || !box->senders.empty()) requestWake(*box);
-        if (e.kind == BackendEvent::Kind::Message) wakePollers(*box, after);
       }
       break;
     case BackendEvent::Kind::Settings:
@@ -195,6 +198,7 @@ void Engine::onBackendEvent(const BackendEvent& e) {
       }
       break;
     case BackendEvent::Kind::Up:
+      for (auto& [id, box] : mailboxesById_) box->mayHaveQueued = true;  // events may have been missed
       queueRemote({RemoteJob::Kind::Namespace, 0, 0});
       queueRemote({RemoteJob::Kind::Tick, 0, 0});
       break;
@@ -409,7 +413,7 @@ void Engine::pushSenders(const MailboxPtr& box, Lock& lock, After& after) {
 
 // Claims what the receivers parked here can take, hands it out, and answers the
 // non-blocking ones that found nothing.
-void Engine::claimForReceivers(const MailboxPtr& box, Lock& lock, After& after) {
+void Engine::claimForReceivers(const MailboxPtr& box, Lock& lock, After& after, bool evenIfEmpty) {
   if (box->removed || box->receivers.empty()) return;
   size_t want = 0;
   std::vector<WaiterId> probes;
@@ -421,10 +425,16 @@ void Engine::claimForReceivers(const MailboxPtr& box, Lock& lock, After& after) 
     if (w.nonblock) probes.push_back(w.id);
   }
   const size_t here = box->queue.size();
-  if (want > here) {
+  // Blocking receivers alone need not ask while the shared queue is known to be empty (the
+  // last claim emptied it and no "message" event came since); a non-blocking one always
+  // asks: its answer must not depend on an event still on its way.
+  if (want > here && (box->mayHaveQueued || !probes.empty() || evenIfEmpty)) {
+    const size_t asked = std::min(want - here, kMaxClaim);
+    box->mayHaveQueued = false;  // an event from now on sets it again
     lock.unlock();
-    auto claimed = backend_->claim(box->id, std::min(want - here, kMaxClaim));
+    auto claimed = backend_->claim(box->id, asked);
     lock.lock();
+    if (claimed && claimed->size() == asked) box->mayHaveQueued = true;  // perhaps more
     if (!claimed) {
       for (auto& w : box->receivers) {
         waiterHomes_.erase(w.id);
@@ -523,8 +533,10 @@ void Engine::giveBackLeftovers(const MailboxPtr& box, Lock& lock) {
 // Tells the backend how many receivers wait here (capacity 0 lets senders in for them);
 // `renew` refreshes the registration's deadline.
 void Engine::registerWaiting(const MailboxPtr& box, Lock& lock, bool renew) {
+  // Only a rendezvous (capacity 0) needs to know: elsewhere it would cost two round trips
+  // per message for nothing.
   uint32_t waiting = 0;
-  if (!box->removed)
+  if (!box->removed && box->capacity == 0)
     for (const Waiter& w : box->receivers)
       if (!w.nonblock) ++waiting;
   if (waiting == box->waitingRegistered && !(renew && waiting > 0)) return;
@@ -567,7 +579,7 @@ void Engine::remoteTick(Lock& lock, After& after) {
   for (const auto& box : active) {
     if (box->removed) continue;
     pushSenders(box, lock, after);
-    claimForReceivers(box, lock, after);
+    claimForReceivers(box, lock, after, true);  // the safety net for a lost event
     giveBackLeftovers(box, lock);
     registerWaiting(box, lock, true);
   }

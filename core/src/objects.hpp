@@ -269,6 +269,7 @@ struct Mailbox {
   // receivers here; `senders` holds messages waiting to be pushed (in order).
   bool remote = false;
   bool wakeQueued = false;           // a Wake job is pending for it
+  bool mayHaveQueued = true;         // false: the last claim emptied the shared queue, no event since
   uint32_t waitingRegistered = 0;    // receivers the backend knows wait here
   // What the backend had queued at the last listing: listed and peekable here, never
   // received from here (receiving claims from the backend).

@@ -155,7 +155,7 @@ class RedisBackend final : public Backend {
     const std::string reclaimFn = now + kReclaimFn;
     claim_.text = reclaimFn + kClaim;
     reclaim_.text = reclaimFn + kReclaim;
-    ack_.text = forget + kAck;
+    ack_.text = kAck;
     giveBack_.text = kGiveBack;
     renew_.text = now + kRenew;
     setWaiting_.text = now + kSetWaiting;
@@ -348,7 +348,7 @@ class RedisBackend final : public Backend {
   }
 
   Result<std::vector<RemoteMessage>> queued(uint64_t box, size_t max) override {
-    auto r = runScript(queued_, mailboxKeys(box), {std::to_string(max)});
+    auto r = runScript(queued_, mailboxKeys(box), {std::to_string(max), std::to_string(box)});
     if (!r) return fail(r.error());
     return parseMessages(r->get());
   }
@@ -369,7 +369,7 @@ class RedisBackend final : public Backend {
   }
 
   Result<RemoteStats> stats(uint64_t box) override {
-    auto r = runScript(stats_, mailboxKeys(box), {});
+    auto r = runScript(stats_, mailboxKeys(box), {std::to_string(box)});
     if (!r) return fail(r.error());
     const redisReply* a = r->get();
     if (a->type != REDIS_REPLY_ARRAY || a->elements < 6) return fail(EIO);

@@ -39,6 +39,7 @@ local qlen = redis.call('LLEN', KEYS[2])
 local waiting = -1
 local out = {0}
 local last = nil
+local d, h, names, q = {}, {}, {}, {}
 for k = 0, tonumber(ARGV[2]) - 1 do
   local b = 3 + k * 8
   if cap >= 0 and qlen >= cap then
@@ -70,16 +71,25 @@ for k = 0, tonumber(ARGV[2]) - 1 do
     end
     seq = redis.call('HINCRBY', KEYS[1], 'nextseq', 1)
   end
-  redis.call('HSET', KEYS[5], seq, ARGV[b + 1])
-  redis.call('HSET', KEYS[6], seq, name .. '/' .. ARGV[b + 2] .. '/' .. ARGV[b + 3] .. '/' .. ARGV[b + 4] .. '/' .. ARGV[b + 5] .. '/' .. ARGV[b + 6] .. '/' .. ARGV[b + 7])
-  redis.call('HSET', KEYS[8], name, seq)
-  redis.call('RPUSH', KEYS[2], seq)
+  d[#d + 1] = seq
+  d[#d + 1] = ARGV[b + 1]
+  h[#h + 1] = seq
+  h[#h + 1] = name .. '/' .. ARGV[b + 2] .. '/' .. ARGV[b + 3] .. '/' .. ARGV[b + 4] .. '/' .. ARGV[b + 5] .. '/' .. ARGV[b + 6] .. '/' .. ARGV[b + 7]
+  names[#names + 1] = name
+  names[#names + 1] = seq
+  q[#q + 1] = seq
   qlen = qlen + 1
   last = ARGV[b + 6]
   out[#out + 1] = seq
   out[#out + 1] = name
 end
 if last then
+  -- one command per kind for the whole batch (a batch is at most 1024 messages: within
+  -- Lua's limit on unpacked arguments)
+  redis.call('HSET', KEYS[5], unpack(d))
+  redis.call('HSET', KEYS[6], unpack(h))
+  redis.call('HSET', KEYS[8], unpack(names))
+  redis.call('RPUSH', KEYS[2], unpack(q))
   redis.call('HINCRBY', KEYS[1], 'sent', (#out - 1) / 2)
   redis.call('HSET', KEYS[1], 'mtime', last)
   redis.call('PUBLISH', 'ipcfs:events', 'm ' .. ARGV[1])
@@ -88,9 +98,9 @@ return out
 )";
 
 // Claims whose lease ran out (their daemon died) go back to the head, counted as
-// redelivered. Returns how many.
+// redelivered, announced (with `id`: a "message" event for mailbox id). Returns how many.
 inline constexpr const char* kReclaimFn = R"(
-local function reclaim(t)
+local function reclaim(t, id)
   local expired = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', t)
   for i = #expired, 1, -1 do
     local s = expired[i]
@@ -99,33 +109,41 @@ local function reclaim(t)
     redis.call('HINCRBY', KEYS[7], s, 1)
     redis.call('HINCRBY', KEYS[1], 'redelivered', 1)
   end
+  if #expired > 0 and id then redis.call('PUBLISH', 'ipcfs:events', 'm ' .. id) end
   return #expired
 end
 )";
 
 // ARGV: id. Announces what came back.
 inline constexpr const char* kReclaim = R"(
-local n = reclaim(now())
-if n > 0 then redis.call('PUBLISH', 'ipcfs:events', 'm ' .. ARGV[1]) end
-return n
+return reclaim(now(), ARGV[1])
 )";
 
 // ARGV: id max leaseMs. Expired claims first go back to the head.
 // Returns seq, header, payload, redeliveries for each claimed message.
 inline constexpr const char* kClaim = R"(
 local t = now()
-reclaim(t)
-local out = {}
-for i = 1, tonumber(ARGV[2]) do
-  local s = redis.call('LPOP', KEYS[2])
-  if not s then break end
-  redis.call('ZADD', KEYS[3], t + tonumber(ARGV[3]), s)
-  out[#out + 1] = s
-  out[#out + 1] = redis.call('HGET', KEYS[6], s) or ''
-  out[#out + 1] = redis.call('HGET', KEYS[5], s) or ''
-  out[#out + 1] = redis.call('HGET', KEYS[7], s) or '0'
+reclaim(t, ARGV[1])
+local seqs = redis.call('LPOP', KEYS[2], tonumber(ARGV[2]))
+if not seqs then return {} end
+local z = {}
+local deadline = t + tonumber(ARGV[3])
+for _, s in ipairs(seqs) do
+  z[#z + 1] = deadline
+  z[#z + 1] = s
 end
-if #out > 0 and tonumber(redis.call('HGET', KEYS[1], 'capacity') or '-1') >= 0 then
+redis.call('ZADD', KEYS[3], unpack(z))
+local hs = redis.call('HMGET', KEYS[6], unpack(seqs))
+local ds = redis.call('HMGET', KEYS[5], unpack(seqs))
+local rs = redis.call('HMGET', KEYS[7], unpack(seqs))
+local out = {}
+for i, s in ipairs(seqs) do
+  out[#out + 1] = s
+  out[#out + 1] = hs[i] or ''
+  out[#out + 1] = ds[i] or ''
+  out[#out + 1] = rs[i] or '0'
+end
+if tonumber(redis.call('HGET', KEYS[1], 'capacity') or '-1') >= 0 then
   redis.call('PUBLISH', 'ipcfs:events', 'r ' .. ARGV[1])
 end
 return out
@@ -149,23 +167,38 @@ end
 // daemon may have them now); the others are gone for good.
 inline constexpr const char* kAck = R"(
 local lost = 0
-local done = 0
+local gone, readers = {}, {}
 for i = 2, #ARGV - 1, 2 do
   local s = ARGV[i]
-  local gone = redis.call('ZREM', KEYS[3], s)
-  if gone == 0 then gone = redis.call('LREM', KEYS[2], 1, s) end
-  if gone == 0 then
+  local removed = redis.call('ZREM', KEYS[3], s)
+  if removed == 0 then removed = redis.call('LREM', KEYS[2], 1, s) end
+  if removed == 0 then
     lost = lost + 1
   else
-    local h = redis.call('HGET', KEYS[6], s) or ''
-    if string.sub(h, -2) == '/1' then
-      redis.call('PUBLISH', 'ipcfs:events', 'd ' .. ARGV[1] .. ' ' .. s .. ' ' .. ARGV[i + 1])
-    end
-    forget(s)
-    done = done + 1
+    gone[#gone + 1] = s
+    readers[#readers + 1] = ARGV[i + 1]
   end
 end
-if done > 0 then redis.call('HINCRBY', KEYS[1], 'received', done) end
+if #gone == 0 then return lost end
+local hs = redis.call('HMGET', KEYS[6], unpack(gone))
+local names = {}
+for i, s in ipairs(gone) do
+  local h = hs[i] or ''
+  if string.sub(h, -2) == '/1' then
+    redis.call('PUBLISH', 'ipcfs:events', 'd ' .. ARGV[1] .. ' ' .. s .. ' ' .. readers[i])
+  end
+  names[#names + 1] = string.match(h, '^([^/]*)/') or ''
+end
+local owners = redis.call('HMGET', KEYS[8], unpack(names))
+local freed = {}
+for i, s in ipairs(gone) do
+  if owners[i] == s then freed[#freed + 1] = names[i] end
+end
+if #freed > 0 then redis.call('HDEL', KEYS[8], unpack(freed)) end
+redis.call('HDEL', KEYS[5], unpack(gone))
+redis.call('HDEL', KEYS[6], unpack(gone))
+redis.call('HDEL', KEYS[7], unpack(gone))
+redis.call('HINCRBY', KEYS[1], 'received', #gone)
 return lost
 )";
 
@@ -199,9 +232,9 @@ redis.call('PUBLISH', 'ipcfs:events', 'r ' .. ARGV[1])
 return 0
 )";
 
-// ARGV: max. Returns seq, header, payload, redeliveries of the first `max` queued messages.
+// ARGV: max id. Returns seq, header, payload, redeliveries of the first `max` queued messages.
 inline constexpr const char* kQueued = R"(
-reclaim(now())
+reclaim(now(), ARGV[2])
 local out = {}
 for _, s in ipairs(redis.call('LRANGE', KEYS[2], 0, tonumber(ARGV[1]) - 1)) do
   out[#out + 1] = s
@@ -228,9 +261,9 @@ redis.call('PUBLISH', 'ipcfs:events', 'r ' .. ARGV[1])
 return 1
 )";
 
-// For .status: queued messages and bytes, claimed ones, and the mailbox's counters.
+// ARGV: id. For .status: queued messages and bytes, claimed ones, and the mailbox's counters.
 inline constexpr const char* kStats = R"(
-reclaim(now())
+reclaim(now(), ARGV[1])
 local seqs = redis.call('LRANGE', KEYS[2], 0, -1)
 local bytes = 0
 for _, s in ipairs(seqs) do bytes = bytes + redis.call('HSTRLEN', KEYS[5], s) end

@@ -338,7 +338,7 @@ class Engine {
   void runRemoteJob(const RemoteJob& job, Lock& lock, After& after);
   void remoteWake(const MailboxPtr& box, Lock& lock, After& after);
   void pushSenders(const MailboxPtr& box, Lock& lock, After& after);
-  void claimForReceivers(const MailboxPtr& box, Lock& lock, After& after);
+  void claimForReceivers(const MailboxPtr& box, Lock& lock, After& after, bool evenIfEmpty = false);
   void giveBackLeftovers(const MailboxPtr& box, Lock& lock);
   void registerWaiting(const MailboxPtr& box, Lock& lock, bool renew);
   void remoteTick(Lock& lock, After& after);
