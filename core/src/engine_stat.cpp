@@ -117,6 +117,10 @@ Result<struct stat> Engine::statOf(uint64_t ino) const {
       if (kind == Kind::Send || kind == Kind::SendLines || kind == Kind::SendFrames) {
         // Sending needs write permission on the mailbox; O_RDWR (receipts) reads too.
         mode = (m & 0222) | ((m & 0222) << 1);
+        // Sized as the biggest message it takes: a write within a FUSE file's size may run
+        // in parallel with others (FOPEN_PARALLEL_DIRECT_WRITES), one past it takes the
+        // inode lock alone, so many senders on one mailbox would queue in the kernel.
+        size = static_cast<off_t>(std::min<uint64_t>(box->maxMsgSize, uint64_t{1} << 40));
       } else if (kind == Kind::Receive || kind == Kind::ReceiveLines || kind == Kind::ReceiveFrames) {
         mode = m & 0444;  // size 0: reading takes, so content sniffers must not read
       } else {
