@@ -564,9 +564,16 @@ void Engine::remoteTick(Lock& lock, After& after) {
       if (m->remoteSeq()) held[h->box->id].push_back(m->remoteSeq());
   }
   std::vector<std::pair<uint64_t, pid_t>> holds;  // exclusive mailboxes held here: renewed
-  for (auto& [id, box] : mailboxesById_)
-    if (box->remote && box->policy == detail::Policy::Exclusive)
+  std::vector<std::pair<uint64_t, pid_t>> binds;  // pair mailboxes' live members here: renewed
+  for (auto& [id, box] : mailboxesById_) {
+    if (!box->remote) continue;
+    if (box->policy == detail::Policy::Exclusive)
       for (const auto& [pid, n] : box->receiverOpens) holds.emplace_back(id, pid);
+    if (box->policy == detail::Policy::Pair) {
+      dropDeadPairMembers(*box);
+      for (const auto& b : box->pair) binds.emplace_back(id, b.pid);
+    }
+  }
   std::vector<std::shared_ptr<Semaphore>> semWaiting;
   for (auto& [id, sem] : semaphoresById_)
     if (sem->remote && !sem->waiters.empty()) semWaiting.push_back(sem);
@@ -575,6 +582,7 @@ void Engine::remoteTick(Lock& lock, After& after) {
   // What a dead daemon held comes back even while nobody receives (listings show it).
   for (uint64_t id : shared) (void)backend_->reclaim(id);
   for (auto [id, pid] : holds) (void)backend_->hold(id, static_cast<uint32_t>(pid));
+  for (auto [id, pid] : binds) (void)backend_->bind(id, static_cast<uint32_t>(pid));
   lock.lock();
   for (const auto& box : active) {
     if (box->removed) continue;
@@ -947,15 +955,26 @@ Status Engine::refreshRemote(uint64_t ino) {
 
 Status Engine::holdRemote(uint64_t ino, pid_t pid) {
   const auto kind = ino::kindOf(ino);
-  if (kind != ino::Kind::Receive && kind != ino::Kind::ReceiveLines && kind != ino::Kind::ReceiveFrames) return {};
+  const bool receiving = kind == ino::Kind::Receive || kind == ino::Kind::ReceiveLines || kind == ino::Kind::ReceiveFrames;
+  const bool sending = kind == ino::Kind::Send || kind == ino::Kind::SendLines || kind == ino::Kind::SendFrames;
+  if (!receiving && !sending) return {};
+  detail::Policy policy{};
   {
     std::lock_guard lock(mutex_);
     auto box = mailboxById(ino::idOf(ino));
-    if (!box || !box->remote || box->policy != detail::Policy::Exclusive) return {};
+    if (!box || !box->remote) return {};
+    policy = box->policy;
   }
-  auto held = backend_->hold(ino::idOf(ino), static_cast<uint32_t>(pid));
-  if (!held) return fail(held.error());
-  if (!*held) return fail(EBUSY);
+  if (policy == detail::Policy::Exclusive && receiving) {
+    auto held = backend_->hold(ino::idOf(ino), static_cast<uint32_t>(pid));
+    if (!held) return fail(held.error());
+    if (!*held) return fail(EBUSY);
+  }
+  if (policy == detail::Policy::Pair) {
+    auto bound = backend_->bind(ino::idOf(ino), static_cast<uint32_t>(pid));
+    if (!bound) return fail(bound.error());
+    if (!*bound) return fail(EPERM);
+  }
   return {};
 }
 

@@ -128,7 +128,7 @@ std::string semKey(uint64_t id) { return fmt::format("ipcfs:{{s{}}}", id); }
 std::vector<std::string> mailboxKeys(uint64_t id) {
   const std::string tag = mailboxTag(id);
   std::vector<std::string> keys;
-  for (const char* k : {"meta", "q", "fl", "rx", "d", "h", "r", "n", "x"}) keys.push_back(tag + ":" + k);
+  for (const char* k : {"meta", "q", "fl", "rx", "d", "h", "r", "n", "x", "p"}) keys.push_back(tag + ":" + k);
   return keys;
 }
 
@@ -165,6 +165,7 @@ class RedisBackend final : public Backend {
     dropMailbox_.text = kDropMailbox;
     stats_.text = reclaimFn + kStats;
     hold_.text = now + kHold;
+    bind_.text = now + kBind;
     post_.text = kPost;
     tryWait_.text = kTryWait;
   }
@@ -269,6 +270,11 @@ class RedisBackend final : public Backend {
     }
     if (args.size() == 2) return {};
     if (auto r = call(meta, std::move(args)); !r) return fail(r.error());
+    if (std::find(fields.begin(), fields.end(), Field::Policy) != fields.end()) {
+      // A new policy starts with nobody holding or bound, as on one host.
+      const std::string tag = mailboxTag(box.id);
+      if (auto r = call(tag, {"DEL", tag + ":x", tag + ":p"}); !r) return fail(r.error());
+    }
     publish(fmt::format("c {}", box.id));
     return {};
   }
@@ -385,6 +391,12 @@ class RedisBackend final : public Backend {
 
   Result<bool> hold(uint64_t box, uint32_t pid) override {
     auto r = runScript(hold_, mailboxKeys(box), {fmt::format("{}:{}", daemon_, pid), std::to_string(leaseMs())});
+    if (!r) return fail(r.error());
+    return num(r->get()) == 1;
+  }
+
+  Result<bool> bind(uint64_t box, uint32_t pid) override {
+    auto r = runScript(bind_, mailboxKeys(box), {fmt::format("{}:{}", daemon_, pid), std::to_string(leaseMs())});
     if (!r) return fail(r.error());
     return num(r->get()) == 1;
   }
@@ -809,7 +821,7 @@ class RedisBackend final : public Backend {
   Server* single_ = nullptr;  // GUARDED_BY(topologyMutex_)
   std::array<Server*, kSlots> slots_{};  // GUARDED_BY(topologyMutex_)
   std::mutex scriptMutex_;
-  Script push_, claim_, reclaim_, hold_, ack_, giveBack_, renew_, setWaiting_, queued_, peek_, removeQueued_, dropMailbox_, stats_, post_,
+  Script push_, claim_, reclaim_, hold_, bind_, ack_, giveBack_, renew_, setWaiting_, queued_, peek_, removeQueued_, dropMailbox_, stats_, post_,
       tryWait_;
   std::atomic<int64_t> downUntil_{0};
   std::function<void(const BackendEvent&)> onEvent_;

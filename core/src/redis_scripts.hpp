@@ -15,6 +15,7 @@
 //   KEYS[7] r     hash: seq -> redeliveries
 //   KEYS[8] n     hash: name -> seq (every message not yet gone holds its name)
 //   KEYS[9] x     hash: "daemon:pid" -> deadline: who holds an exclusive mailbox
+//   KEYS[10] p    hash: "daemon:pid" -> deadline: the two processes bound to a pair mailbox
 // Events go to one channel, ipcfs:events: "m I" message, "r I" room, "c I" settings,
 // "s I" semaphore post, "n" names, "d I SEQ PID" delivered (for a receipt).
 #pragma once
@@ -286,9 +287,27 @@ redis.call('HSET', KEYS[9], ARGV[1], t + tonumber(ARGV[2]))
 return 1
 )";
 
+// Policy pair: ARGV member leaseMs. 1: `member` is bound (now, or still: renewed); 0: two
+// others whose deadlines have not passed are.
+inline constexpr const char* kBind = R"(
+local t = now()
+local all = redis.call('HGETALL', KEYS[10])
+local bound = 0
+for i = 1, #all, 2 do
+  if all[i] == ARGV[1] then
+    redis.call('HSET', KEYS[10], ARGV[1], t + tonumber(ARGV[2]))
+    return 1
+  end
+  if tonumber(all[i + 1]) > t then bound = bound + 1 else redis.call('HDEL', KEYS[10], all[i]) end
+end
+if bound >= 2 then return 0 end
+redis.call('HSET', KEYS[10], ARGV[1], t + tonumber(ARGV[2]))
+return 1
+)";
+
 // A mailbox's keys go; ARGV: id.
 inline constexpr const char* kDropMailbox = R"(
-redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9])
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10])
 return 0
 )";
 

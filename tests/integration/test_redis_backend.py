@@ -396,6 +396,29 @@ def test_exclusive_policy_holds_across_mounts(two_mounts):
                             ).finish()[0] == "ok", timeout=STEP_S, what="the exclusive hold freed")
 
 
+def test_pair_policy_binds_two_processes_across_mounts(two_mounts):
+    a, b = two_mounts.a, two_mounts.b
+    make_box(a)
+    os.setxattr(box_on(a), "user.ipc.policy", b"pair")
+    first, second, third = Agent(), Agent(), Agent()
+    try:
+        first.open(box_on(a) / ".send", os.O_WRONLY)
+        second.open(box_on(b) / ".receive")
+        # a third process is refused on either mount; the two bound ones open again
+        expect_errno(errno.EPERM, third.open, box_on(a) / ".receive")
+        expect_errno(errno.EPERM, third.open, box_on(b) / ".send", os.O_WRONLY)
+        first.open(box_on(a) / ".receive")
+        second.open(box_on(b) / ".send", os.O_WRONLY)
+        first.kill()
+        second.kill()
+        # the bound processes gone (their daemons stop renewing them), another may bind
+        wait_until(lambda: Step(lambda: third.open(box_on(b) / ".receive")).finish()[0] == "ok",
+                   timeout=STEP_S, what="the pair freed by its processes' exits")
+    finally:
+        for agent in (first, second, third):
+            agent.kill()
+
+
 # ---------------------------------------------------------------- exactly once
 
 SENDER = r"""

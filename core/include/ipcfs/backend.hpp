@@ -132,6 +132,9 @@ class Backend {
   // within the lease); false: a process elsewhere holds it.
   virtual Result<bool> hold(uint64_t box, uint32_t pid) = 0;
   virtual Status unhold(uint64_t box, uint32_t pid) = 0;
+  // Policy pair across hosts: process `pid` here is (still) one of the two bound to `box`
+  // (renewed by calling again within the lease); false: two others are.
+  virtual Result<bool> bind(uint64_t box, uint32_t pid) = 0;
 
   // sem/
   virtual Result<std::vector<RemoteSemaphore>> semaphores() = 0;
