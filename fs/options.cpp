@@ -110,6 +110,15 @@ std::expected<std::string, std::string> takeOwnMountOptions(std::string_view lis
     } else if (opt.starts_with("backend=")) {
       out.backend = std::string(opt.substr(8));
       if (out.backend.empty()) return std::unexpected("backend: no address given");
+      // A cluster's seeds are separated by commas, like -o options: the HOST:PORT items
+      // that follow (no '=' in them) belong to the address.
+      while (!list.empty()) {
+        const std::string_view next = list.substr(0, list.find(','));
+        if (next.find('=') != std::string_view::npos || next.find(':') == std::string_view::npos) break;
+        out.backend += ',';
+        out.backend += next;
+        list = next.size() == list.size() ? std::string_view{} : list.substr(next.size() + 1);
+      }
     } else if (opt.starts_with("backend_timeout=") || opt.starts_with("backend_lease=")) {
       const bool timeout = opt.starts_with("backend_timeout=");
       std::string_view v = opt.substr(opt.find('=') + 1);

@@ -873,6 +873,21 @@ def test_backend_given_with_o_backend_works(redis_server, tmp_path):
         check_clean_exit(m)
 
 
+def test_o_backend_takes_several_seeds_separated_by_commas(redis_server, tmp_path):
+    # -o splits on commas too: the HOST:PORT items after backend= are its further seeds (a
+    # cluster's), not options of their own; the first one that answers is used
+    d = tmp_path / "seeds"
+    d.mkdir()
+    mount = Mount(d, options=(f"backend={redis_server.url},127.0.0.1:1", "backend_timeout=1000"))
+    try:
+        os.mkdir(mount / "mailboxes" / "seeds")
+        send(mount / "mailboxes" / "seeds", b"via the first seed")
+        assert receive_nowait(mount / "mailboxes" / "seeds") == b"via the first seed"
+    finally:
+        mount.stop()
+    check_clean_exit(mount)
+
+
 @pytest.mark.parametrize("url", ["redis://", "http://127.0.0.1:6379", "redis://127.0.0.1:notaport",
                                  "redis://127.0.0.1:99999"])
 def test_bad_backend_url_is_a_one_line_error_and_nothing_is_mounted(tmp_path, url):
