@@ -232,6 +232,9 @@ Result<std::pair<struct stat, Opened>> Engine::createNow(Mailbox& box, std::stri
 Result<std::pair<struct stat, Opened>> Engine::create(uint64_t parent, std::string_view name, mode_t mode, int flags,
                                                       const Caller& who) {
   if (backend_ && parent == ino::kSem) return createRemoteSemaphore(name, mode, flags, who);
+  if (backend_ && ino::kindOf(parent) == ino::Kind::Mailbox) {
+    if (auto fresh = refreshRemote(parent); !fresh) return fail(fresh.error());  // its max_msg_size now
+  }
   auto result = createUncommitted(parent, name, mode, flags, who);
   After none;
   commitSync(none);

@@ -958,11 +958,21 @@ Status Engine::holdRemote(uint64_t ino, pid_t pid) {
   const bool receiving = kind == ino::Kind::Receive || kind == ino::Kind::ReceiveLines || kind == ino::Kind::ReceiveFrames;
   const bool sending = kind == ino::Kind::Send || kind == ino::Kind::SendLines || kind == ino::Kind::SendFrames;
   if (!receiving && !sending) return {};
-  detail::Policy policy{};
   {
     std::lock_guard lock(mutex_);
     auto box = mailboxById(ino::idOf(ino));
     if (!box || !box->remote) return {};
+  }
+  // The settings as of now, not as of the last event: a sender's writes are held to the
+  // max_msg_size another host set a moment ago, and the policy is the current one.
+  auto current = backend_->mailbox(ino::idOf(ino));
+  if (!current) return fail(current.error() == std::errc::no_such_file_or_directory ? EIDRM : static_cast<int>(current.error()));
+  detail::Policy policy{};
+  {
+    std::lock_guard lock(mutex_);
+    auto box = mailboxById(ino::idOf(ino));
+    if (!box) return fail(EIDRM);
+    applyRemoteSettings(*box, *current);
     policy = box->policy;
   }
   if (policy == detail::Policy::Exclusive && receiving) {

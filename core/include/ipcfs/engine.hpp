@@ -362,7 +362,8 @@ class Engine {
   // poll(2) of a shared mailbox's .receive or a shared semaphore with nothing here: asks
   // the backend whether a read would find something. nullopt: not such a file.
   std::optional<bool> remoteReadable(uint64_t fh);
-  // Opening .receive of a shared exclusive mailbox: held across hosts first (EBUSY).
+  // Opening a control node of a shared mailbox: its settings read afresh; .receive of an
+  // exclusive one held across hosts first (EBUSY), any of a pair one bound (EPERM).
   Status holdRemote(uint64_t ino, pid_t pid);
   Result<std::pair<struct stat, Opened>> createRemoteSemaphore(std::string_view name, mode_t mode, int flags,
                                                                const Caller& who);
