@@ -858,18 +858,6 @@ Status Engine::renameRemote(std::string_view name, std::string_view newName) {
   return {};
 }
 
-// After a local change of a shared mailbox's mode, owner or settings: the backend gets the
-// fields that changed (and only those: another host may be changing another one).
-Status Engine::pushSettings(uint64_t ino, const std::vector<Backend::Field>& fields) {
-  RemoteMailbox rm;
-  {
-    std::lock_guard lock(mutex_);
-    auto box = mailboxByIno(ino);
-    if (!box || !box->remote) return {};
-    rm = remoteRecord(*box);
-  }
-  return backend_->updateMailbox(rm, fields);
-}
 
 // rm of a listed message of a shared mailbox: removed from the shared queue if still there.
 Status Engine::unlinkRemoteMessage(uint64_t parent, std::string_view name) {

@@ -104,16 +104,21 @@ Result<std::string> Engine::listxattr(uint64_t ino) {
 
 Status Engine::setxattr(uint64_t ino, std::string_view name, std::string_view value) {
   After after;
+  std::optional<RemoteMailbox> shared;  // --backend: the values set, taken with the change
   Status result = [&]() -> Status {
     std::lock_guard lock(mutex_);
     auto box = mailboxByIno(ino);
     if (!box) return setNodeXattr(ino, name);
+    auto done = [&]() -> Status {
+      if (box->remote) shared = remoteRecord(*box);
+      return {};
+    };
     if (name == "user.ipc.max_msg_size") {
       auto v = parseDecimal(value);
       if (!v || *v > kMaxMaxMsgSize) return fail(EINVAL);
       box->maxMsgSize = *v;
       if (journal_) journalPut(*box);
-      return {};
+      return done();
     }
     if (name == "user.ipc.capacity") {
       auto v = parseCapacity(value);
@@ -121,7 +126,7 @@ Status Engine::setxattr(uint64_t ino, std::string_view name, std::string_view va
       box->capacity = *v;
       if (journal_) journalPut(*box);
       dispatch(*box, after);  // more room lets blocked senders in
-      return {};
+      return done();
     }
     if (name == "user.ipc.policy") {
       auto p = parsePolicy(value);
@@ -130,16 +135,16 @@ Status Engine::setxattr(uint64_t ino, std::string_view name, std::string_view va
       box->pair.clear();
       box->policy = *p;
       if (journal_) journalPut(*box);
-      return {};
+      return done();
     }
     return fail(contains(kMailboxAttrs, name) ? EPERM : ENOTSUP);
   }();
   commitSync(after);
-  if (result && backend_) {  // every host sees it
+  if (result && shared) {  // every host sees it
     const auto field = name == "user.ipc.capacity" ? Backend::Field::Capacity
                        : name == "user.ipc.policy" ? Backend::Field::Policy
                                                    : Backend::Field::MaxMsgSize;
-    return pushSettings(ino, {field});
+    return backend_->updateMailbox(*shared, {field});
   }
   return result;
 }

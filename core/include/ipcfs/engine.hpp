@@ -355,7 +355,6 @@ class Engine {
   Result<struct stat> mkdirRemote(std::string_view name, mode_t mode, const Caller& who);
   Status rmdirRemote(std::string_view name);
   Status renameRemote(std::string_view name, std::string_view newName);
-  Status pushSettings(uint64_t ino, const std::vector<Backend::Field>& fields);
   // Before answering from a shared mailbox's or semaphore's mirror: the backend's current
   // values (EIO when it cannot be reached). No-op for anything else.
   Status refreshRemote(uint64_t ino);
