@@ -675,6 +675,7 @@ RemoteMailbox Engine::remoteRecord(const Mailbox& box) const {
 // Brings the mirrors in line with the backend's names: new ones appear, removed ones go
 // (their waiters get EIDRM), renamed ones move.
 Status Engine::syncRemoteMailboxes() {
+  std::lock_guard sync(remoteSyncMutex_);
   auto index = backend_->mailboxIndex();
   if (!index) return fail(index.error());
   std::vector<uint64_t> unknown;
@@ -782,6 +783,7 @@ void Engine::refreshIfMissing(uint64_t parent, std::string_view name) {
 
 Result<struct stat> Engine::mkdirRemote(std::string_view name, mode_t mode, const Caller& who) {
   if (auto ok = validateName(name); !ok) return fail(ok.error());
+  std::lock_guard sync(remoteSyncMutex_);
   RemoteMailbox rm;
   {
     std::lock_guard lock(mutex_);
@@ -836,6 +838,7 @@ Status Engine::rmdirRemote(std::string_view name) {
 }
 
 Status Engine::renameRemote(std::string_view name, std::string_view newName) {
+  std::lock_guard sync(remoteSyncMutex_);
   uint64_t id = 0;
   {
     std::lock_guard lock(mutex_);
@@ -1047,6 +1050,7 @@ Status Engine::forwardRemote(uint64_t parent, std::string_view name, uint64_t ne
 // ---- semaphores ----
 
 Status Engine::syncRemoteSemaphores() {
+  std::lock_guard sync(remoteSyncMutex_);
   auto sems = backend_->semaphores();
   if (!sems) return fail(sems.error());
   std::lock_guard lock(mutex_);

@@ -492,6 +492,10 @@ class Engine {
   std::shared_ptr<Backend> backend_;
   std::deque<RemoteJob> remoteJobs_;  // GUARDED_BY(mutex_)
   std::condition_variable remoteCv_;
+  // Held from fetching names from the backend to applying them (and around mkdir and
+  // rename of a shared mailbox), so that an older fetch is never applied after a newer
+  // change: it would remove or rename back what was just made. Taken before mutex_.
+  std::mutex remoteSyncMutex_;
   std::thread remoteWorker_;
   bool remoteStopping_ = false;  // GUARDED_BY(mutex_)
   uint64_t remoteAcksLost_ = 0;  // acks whose lease had run out: the message may come twice
