@@ -551,7 +551,7 @@ class RedisBackend final : public Backend {
 
   bool down() const { return Clock::now().time_since_epoch().count() < downUntil_.load(); }
   void markDown() {
-    downUntil_ = (Clock::now() + std::chrono::milliseconds(std::min<uint32_t>(options_.timeoutMs, 250))).time_since_epoch().count();
+    downUntil_ = (Clock::now() + std::chrono::milliseconds(std::min<uint32_t>(options_.timeoutMs, 50))).time_since_epoch().count();
   }
 
   // Learns the slot map (cluster) or that the first reachable seed is the only server.
