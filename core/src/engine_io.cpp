@@ -16,6 +16,7 @@
 
 namespace ipcfs {
 
+using detail::failWaiter;
 using detail::Handle;
 using detail::HandleKind;
 using detail::Mailbox;
@@ -52,19 +53,6 @@ std::unique_ptr<Handle> snapshotHandle(std::string text) {
   auto bytes = std::make_shared<const std::string>(std::move(text));
   h->snapshot = Bytes::slice(bytes, 0, bytes->size());
   return h;
-}
-
-}  // namespace
-
-namespace {
-
-// Completes a waiter taken out of its list with an error.
-std::function<void()> failWaiter(Waiter& w, int err) {
-  return [onRead = std::move(w.onRead), onStatus = std::move(w.onStatus), onWrite = std::move(w.onWrite), err] {
-    if (onRead) onRead(fail(err));
-    if (onStatus) onStatus(fail(err));
-    if (onWrite) onWrite(fail(err));
-  };
 }
 
 }  // namespace
@@ -233,7 +221,7 @@ Result<std::pair<struct stat, Opened>> Engine::create(uint64_t parent, std::stri
                                                       const Caller& who) {
   if (backend_ && parent == ino::kSem) return createRemoteSemaphore(name, mode, flags, who);
   if (backend_ && ino::kindOf(parent) == ino::Kind::Mailbox) {
-    if (auto fresh = refreshRemote(parent); !fresh) return fail(fresh.error());  // its max_msg_size now
+    if (auto fresh = refreshRemoteSettings(ino::idOf(parent)); !fresh) return fail(fresh.error());  // max_msg_size now
   }
   auto result = createUncommitted(parent, name, mode, flags, who);
   After none;

@@ -34,6 +34,7 @@
 #include <fmt/format.h>
 
 #include "clock.hpp"
+#include "decimal.hpp"
 #include "ipcfs/backend.hpp"
 #include "ipcfs/engine.hpp"
 #include "ipcfs/inode.hpp"
@@ -75,14 +76,6 @@ detail::Policy policyFrom(std::string_view s) {
   if (s == "exclusive") return detail::Policy::Exclusive;
   if (s == "pair") return detail::Policy::Pair;
   return detail::Policy::Any;
-}
-
-std::function<void()> failWith(Waiter& w, int err) {
-  return [onRead = std::move(w.onRead), onStatus = std::move(w.onStatus), onWrite = std::move(w.onWrite), err] {
-    if (onRead) onRead(fail(err));
-    if (onStatus) onStatus(fail(err));
-    if (onWrite) onWrite(fail(err));
-  };
 }
 
 int errnoOf(std::errc e) { return static_cast<int>(e); }
@@ -354,7 +347,7 @@ void Engine::pushSenders(const MailboxPtr& box, Lock& lock, After& after) {
         releaseBytes(w.msg->size());
         if (w.msg->state == MessageState::Composing) forgetLocally(*box, *messages_, w.msg.get());
       }
-      after.push_back(failWith(w, err));
+      after.push_back(detail::failWaiter(w, err));
     };
     if (!r) {
       failSender(errnoOf(r.error()));
@@ -440,7 +433,7 @@ void Engine::claimForReceivers(const MailboxPtr& box, Lock& lock, After& after, 
         waiterHomes_.erase(w.id);
         --receiversWaiting_;
         if (Handle* h = handle(w.fh)) h->parked.reset();
-        after.push_back(failWith(w, errnoOf(claimed.error())));
+        after.push_back(detail::failWaiter(w, errnoOf(claimed.error())));
       }
       box->receivers.clear();
       return;
@@ -462,7 +455,7 @@ void Engine::claimForReceivers(const MailboxPtr& box, Lock& lock, After& after, 
     waiterHomes_.erase(w.id);
     --receiversWaiting_;
     if (Handle* h = handle(w.fh)) h->parked.reset();
-    after.push_back(failWith(w, EAGAIN));
+    after.push_back(detail::failWaiter(w, EAGAIN));
   }
 }
 
@@ -614,7 +607,7 @@ void Engine::failRemoteWaiters(int err, After& after) {
             continue;
           }
         }
-        after.push_back(failWith(w, err));
+        after.push_back(detail::failWaiter(w, err));
       }
       list->clear();
     }
@@ -626,7 +619,7 @@ void Engine::failRemoteWaiters(int err, After& after) {
     for (auto& w : sem->waiters) {
       semWaiterHomes_.erase(w.id);
       --receiversWaiting_;
-      after.push_back(failWith(w, err));
+      after.push_back(detail::failWaiter(w, err));
     }
     sem->waiters.clear();
   }
@@ -927,13 +920,11 @@ Status Engine::refreshRemote(uint64_t ino) {
     auto rm = backend_->peek(messageBox, messageName);
     if (!rm) return fail(rm.error());
   } else if (mailbox) {
-    auto rm = backend_->mailbox(id);
-    if (!rm) return fail(rm.error());
+    if (auto fresh = refreshRemoteSettings(id); !fresh) return fresh;
     auto st = backend_->stats(id);
     if (!st) return fail(st.error());
     std::lock_guard lock(mutex_);
     if (auto box = mailboxById(id)) {
-      applyRemoteSettings(*box, *rm);
       box->remoteMessages = st->messages;
       box->remoteBytes = st->bytes;
       box->sent = st->sent;
@@ -941,6 +932,14 @@ Status Engine::refreshRemote(uint64_t ino) {
       box->redelivered = st->redelivered;
     }
   }
+  return {};
+}
+
+Status Engine::refreshRemoteSettings(uint64_t id) {
+  auto rm = backend_->mailbox(id);
+  if (!rm) return fail(rm.error());
+  std::lock_guard lock(mutex_);
+  if (auto box = mailboxById(id); box && box->remote) applyRemoteSettings(*box, *rm);
   return {};
 }
 
@@ -956,14 +955,13 @@ Status Engine::holdRemote(uint64_t ino, pid_t pid) {
   }
   // The settings as of now, not as of the last event: a sender's writes are held to the
   // max_msg_size another host set a moment ago, and the policy is the current one.
-  auto current = backend_->mailbox(ino::idOf(ino));
-  if (!current) return fail(current.error() == std::errc::no_such_file_or_directory ? EIDRM : static_cast<int>(current.error()));
+  if (auto fresh = refreshRemoteSettings(ino::idOf(ino)); !fresh)
+    return fail(fresh.error() == std::errc::no_such_file_or_directory ? std::errc::identifier_removed : fresh.error());
   detail::Policy policy{};
   {
     std::lock_guard lock(mutex_);
     auto box = mailboxById(ino::idOf(ino));
     if (!box) return fail(EIDRM);
-    applyRemoteSettings(*box, *current);
     policy = box->policy;
   }
   if (policy == detail::Policy::Exclusive && receiving) {
@@ -1160,17 +1158,10 @@ std::optional<Result<size_t>> Engine::postRemoteSemaphore(uint64_t fh, std::stri
     if (!h || h->kind != HandleKind::Semaphore || !h->semaphore->remote) return std::nullopt;
     id = h->semaphore->id;
   }
-  // The same parsing as a local post ("N", N > 0).
-  std::string_view text = data;
-  while (!text.empty() && std::isspace(static_cast<unsigned char>(text.front()))) text.remove_prefix(1);
-  while (!text.empty() && std::isspace(static_cast<unsigned char>(text.back()))) text.remove_suffix(1);
-  uint64_t n = 0;
-  if (text.empty() || text.front() == '+' || text.front() == '-') return Result<size_t>(fail(EINVAL));
-  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), n);
-  if (end != text.data() + text.size()) return Result<size_t>(fail(EINVAL));
-  if (ec == std::errc::result_out_of_range || n > kSemValueMax) return Result<size_t>(fail(EOVERFLOW));
-  if (ec != std::errc{} || n == 0) return Result<size_t>(fail(EINVAL));
-  auto posted = backend_->post(id, n);
+  auto n = parsePost(data);  // the same text as a local post
+  if (!n) return Result<size_t>(fail(n.error()));
+  if (*n > kSemValueMax) return Result<size_t>(fail(EOVERFLOW));
+  auto posted = backend_->post(id, *n);
   if (!posted) return Result<size_t>(fail(posted.error()));
   {
     std::lock_guard lock(mutex_);
@@ -1201,7 +1192,7 @@ void Engine::remoteSemWake(uint64_t id, Lock& lock, After& after) {
         for (auto& w : sem->waiters) {
           semWaiterHomes_.erase(w.id);
           --receiversWaiting_;
-          after.push_back(failWith(w, errnoOf(r.error())));
+          after.push_back(detail::failWaiter(w, errnoOf(r.error())));
         }
         sem->waiters.clear();
       }
@@ -1226,7 +1217,7 @@ void Engine::remoteSemWake(uint64_t id, Lock& lock, After& after) {
     if (w == sem->waiters.end()) continue;
     semWaiterHomes_.erase(w->id);
     --receiversWaiting_;
-    after.push_back(failWith(*w, EAGAIN));
+    after.push_back(detail::failWaiter(*w, EAGAIN));
     sem->waiters.erase(w);
   }
 }

@@ -12,6 +12,7 @@
 #include <charconv>
 
 #include "clock.hpp"
+#include "decimal.hpp"
 #include "ipcfs/engine.hpp"
 #include "ipcfs/inode.hpp"
 #include "names.hpp"
@@ -54,18 +55,6 @@ struct stat semaphoreStat(const Semaphore& s) {
   return objectStat(ino::make(ino::Kind::Semaphore, s.id), S_IFREG, s, 0);
 }
 
-// "N" with optional surrounding white space, N a positive decimal integer.
-Result<uint64_t> parsePost(std::string_view text) {
-  while (!text.empty() && std::isspace(static_cast<unsigned char>(text.front()))) text.remove_prefix(1);
-  while (!text.empty() && std::isspace(static_cast<unsigned char>(text.back()))) text.remove_suffix(1);
-  if (text.empty() || text.front() == '+' || text.front() == '-') return fail(EINVAL);
-  uint64_t n = 0;
-  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), n);
-  if (end != text.data() + text.size()) return fail(EINVAL);
-  if (ec == std::errc::result_out_of_range) return fail(EOVERFLOW);
-  if (ec != std::errc{} || n == 0) return fail(EINVAL);
-  return n;
-}
 
 }  // namespace
 

@@ -214,6 +214,15 @@ struct Waiter {
   size_t done = 0;
 };
 
+// Completes a waiter taken out of its list with an error.
+inline std::function<void()> failWaiter(Waiter& w, int err) {
+  return [onRead = std::move(w.onRead), onStatus = std::move(w.onStatus), onWrite = std::move(w.onWrite), err] {
+    if (onRead) onRead(fail(err));
+    if (onStatus) onStatus(fail(err));
+    if (onWrite) onWrite(fail(err));
+  };
+}
+
 enum class Policy { Any, Exclusive, Pair };
 
 inline std::string_view policyName(Policy p) {

@@ -358,6 +358,7 @@ class Engine {
   // Before answering from a shared mailbox's or semaphore's mirror: the backend's current
   // values (EIO when it cannot be reached). No-op for anything else.
   Status refreshRemote(uint64_t ino);
+  Status refreshRemoteSettings(uint64_t id);  // mode, owner, settings only
   // poll(2) of a shared mailbox's .receive or a shared semaphore with nothing here: asks
   // the backend whether a read would find something. nullopt: not such a file.
   std::optional<bool> remoteReadable(uint64_t fh);
