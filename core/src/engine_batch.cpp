@@ -140,8 +140,8 @@ std::optional<WaiterId> Engine::writeBatch(Handle& h, std::string_view data, boo
   h.draft.clear();
   w.nonblock = nonblock;
   const WaiterId id = parkWaiter(box, box.senders, std::move(w));
-  if (box.remote) {  // the remote worker pushes them, and answers
-    requestWake(box);
+  if (box.remote) {  // pushed by this thread once unlocked, or by the one already at it
+    serveRemoteHere(h.box, after);
     return id;
   }
   wakePollers(box, after);  // a blocked sender makes .receive* readable at capacity 0

@@ -264,7 +264,10 @@ std::optional<WaiterId> Engine::read(uint64_t fh, size_t size, off_t offset, boo
   {
     std::lock_guard lock(mutex_);
     Handle* h = handle(fh);
-    if (h) h->nonblock = nonblock;
+    if (h) {
+      h->nonblock = nonblock;
+      h->readTick = remoteTickNo_;
+    }
     if (h && !h->unconfirmed.empty()) confirmTaken(*h);  // the reader got what it read
     if (!h) {
       result = fail(EBADF);
@@ -319,8 +322,8 @@ std::optional<WaiterId> Engine::read(uint64_t fh, size_t size, off_t offset, boo
     } else if (nonblock && !h->box->remote) {
       result = fail(EAGAIN);
     } else {
-      // A shared mailbox's messages are claimed by the remote worker; an O_NONBLOCK read
-      // waits only for its answer.
+      // A shared mailbox's messages are claimed from the backend (by this thread, once
+      // unlocked); an O_NONBLOCK read waits only for the claim's answer.
       Waiter w;
       w.kind = WaitKind::Receive;
       w.fh = fh;
@@ -328,10 +331,10 @@ std::optional<WaiterId> Engine::read(uint64_t fh, size_t size, off_t offset, boo
       w.pid = reader;
       w.nonblock = nonblock;
       w.onRead = std::move(done);
-      const WaiterId id = parkWaiter(*h->box, h->box->receivers, std::move(w));
-      h->parked = id;
-      if (h->box->remote) requestWake(*h->box);
-      return id;
+      done = nullptr;
+      parked = parkWaiter(*h->box, h->box->receivers, std::move(w));
+      h->parked = parked;
+      if (h->box->remote) serveRemoteHere(h->box, after);
     }
   }
   finishCall(done, std::move(result), after);
@@ -540,7 +543,7 @@ void Engine::release(uint64_t fh) {
             box.receivers.erase(w);
           }
         }
-        if (box.remote && h.batch != detail::Batch::None) requestWake(box);  // its leftovers go back
+        if (box.remote && !box.queue.empty()) requestWake(box);  // its leftovers go back
         if (auto n = box.receiverOpens.find(h.openerPid); n != box.receiverOpens.end() && --n->second <= 0) {
           box.receiverOpens.erase(n);
           if (box.remote && box.policy == detail::Policy::Exclusive)
@@ -587,8 +590,17 @@ void Engine::release(uint64_t fh) {
 }
 
 Result<unsigned> Engine::poll(uint64_t fh, PollNotify notify) {
+  auto ready = pollHere(fh, std::move(notify));
+  // Shared objects: asked after the notification is registered, so that an event announcing
+  // a message or a post in between is not lost (the backend announces a message only when
+  // the queue was empty).
+  constexpr unsigned kIn = POLLIN | POLLRDNORM;
+  if (ready && !(*ready & kIn) && backend_ && remoteReadable(fh).value_or(false)) *ready |= kIn;
+  return ready;
+}
+
+Result<unsigned> Engine::pollHere(uint64_t fh, PollNotify notify) {
   constexpr unsigned kIn = POLLIN | POLLRDNORM, kOut = POLLOUT | POLLWRNORM;
-  const bool remoteReady = backend_ && remoteReadable(fh).value_or(false);
   std::lock_guard lock(mutex_);
   Handle* h = handle(fh);
   if (!h) return fail(EBADF);
@@ -597,7 +609,7 @@ Result<unsigned> Engine::poll(uint64_t fh, PollNotify notify) {
   if (h->kind == HandleKind::PipeEnd) return pollPipe(*h, notify);
   if (h->kind == HandleKind::Semaphore) {
     if (notify) h->semaphore->pollers[fh] = std::move(notify);
-    return (h->semaphore->value > 0 || remoteReady || shutDown_ ? kIn : 0u) | kOut;
+    return (h->semaphore->value > 0 || shutDown_ ? kIn : 0u) | kOut;
   }
   if (h->kind == HandleKind::Sender && h->readsReceipts) {
     // Readable when a read would not wait: a receipt is known, or nothing was sent.
@@ -607,7 +619,7 @@ Result<unsigned> Engine::poll(uint64_t fh, PollNotify notify) {
   }
   if (h->kind != HandleKind::Receiver) return kIn | kOut;
   Mailbox& box = *h->box;
-  const bool readable = h->current || h->atEnd || canTake(box, h->from) || remoteReady || box.removed || shutDown_;
+  const bool readable = h->current || h->atEnd || canTake(box, h->from) || box.removed || shutDown_;
   if (notify) box.pollers[fh] = std::move(notify);
   return readable ? kIn : 0u;
 }

@@ -67,9 +67,12 @@ Engine::MailboxPtr Engine::mailboxByIno(uint64_t ino) const {
 }
 
 Result<struct stat> Engine::lookup(uint64_t parent, std::string_view name, const Caller& who) {
+  // A name not known here may be another host's: asked of the backend (EIO when it cannot
+  // be reached, rather than a false ENOENT).
   if (backend_ && (parent == ino::kMailboxes || parent == ino::kById || parent == ino::kSem ||
-                   ino::kindOf(parent) == ino::Kind::Mailbox))
-    refreshIfMissing(parent, name);
+                   ino::kindOf(parent) == ino::Kind::Mailbox)) {
+    if (auto asked = refreshIfMissing(parent, name); !asked) return fail(asked.error());
+  }
   After after;
   Result<struct stat> result = [&]() -> Result<struct stat> {
   std::lock_guard lock(mutex_);
@@ -430,6 +433,7 @@ Status Engine::rename(uint64_t parent, std::string_view name, uint64_t newParent
                       unsigned flags, const Caller& who) {
   if (flags & ~static_cast<unsigned>(RENAME_NOREPLACE)) return fail(EINVAL);
   if (backend_ && parent == ino::kMailboxes && newParent == ino::kMailboxes) return renameRemote(name, newName);
+  if (backend_ && parent == ino::kSem && newParent == ino::kSem) return renameRemoteSemaphore(name, newName);
   if (backend_ && parent != newParent && ino::kindOf(parent) == ino::Kind::Mailbox &&
       ino::kindOf(newParent) == ino::Kind::Mailbox) {
     if (auto forwarded = forwardRemote(parent, name, newParent, newName);
@@ -441,8 +445,6 @@ Status Engine::rename(uint64_t parent, std::string_view name, uint64_t newParent
     std::lock_guard lock(mutex_);
     if (auto ok = validateName(newName); !ok) return fail(ok.error());
 
-    // A shared semaphore's name is every host's: not renamed from one (EPERM).
-    if (backend_ && parent == ino::kSem) return fail(EPERM);
     if ((parent == ino::kShm || parent == ino::kSem) && newParent == parent)
       return renameShmSem(parent, name, newName);
     if (isPipesDir(parent) && isPipesDir(newParent)) return renamePipe(parent, name, newParent, newName);

@@ -308,7 +308,7 @@ void Engine::enterFromBatch(Mailbox& box, Waiter& w, After& after) {
 
 // Blocked senders enter, in arrival order, while there is room.
 void Engine::admitSenders(Mailbox& box, After& after) {
-  if (box.remote) return;  // the remote worker pushes them
+  if (box.remote) return;  // pushed to the backend (serveRemote)
   while (!box.senders.empty() && hasRoom(box)) {
     Waiter& front = box.senders.front();
     if (front.kind == WaitKind::SendBatch) {
@@ -389,7 +389,7 @@ std::optional<WaiterId> Engine::send(Handle& h, MessagePtr msg, StatusCompletion
   };
   if (box.removed) return refuse(EIDRM);
   if (box.remote) {
-    // The remote worker pushes it (and answers); a close with nobody to tell (release)
+    // Pushed to the backend, which answers (serveRemote); a close with nobody to tell (release)
     // does not wait for room.
     if (msg->holdsPlace) {
       msg->holdsPlace = false;
@@ -404,7 +404,7 @@ std::optional<WaiterId> Engine::send(Handle& h, MessagePtr msg, StatusCompletion
     w.onStatus = std::move(onStatus);
     w.onRead = std::move(onRead);
     const WaiterId id = parkWaiter(box, box.senders, std::move(w));
-    requestWake(box);
+    serveRemoteHere(h.box, after);
     return id;
   }
 

@@ -5,23 +5,29 @@
 // names, settings, queued messages, semaphore values. The engine's semantics stay where they
 // are: open files, partial reads, batches, blocking, EINTR, poll.
 //
-// One worker thread does all the data-path talking to the backend, so no FUSE thread ever
-// waits for it and thousands of waiters cost nothing more:
-//   - a send parks its message in the mirror's `senders` list and the worker pushes it;
-//     no room -> it stays parked (blocking) until a "room" event, or fails EAGAIN;
-//   - a receive with nothing here parks and the worker claims as many messages as there are
-//     receivers waiting, hands them out through the ordinary dispatch, and gives back what
-//     nobody here took; an O_NONBLOCK receive is answered EAGAIN once a claim found nothing;
+// The data path: a send or receive parks as a waiter of the mirror, as on one host, and the
+// mailbox is then served -- pushes, claims, give-backs -- by one thread at a time: the thread
+// that parked it, once it has let go of the engine lock (no hand-over to another thread per
+// message), or the worker thread (events, ticks, and everything while the backend is
+// failing, so that no FUSE thread sits out a timeout). Nothing waits as a blocked thread,
+// so thousands of waiters cost nothing more:
+//   - a parked send is pushed; no room -> it stays parked (blocking) until a "room" event,
+//     or fails EAGAIN;
+//   - a receive with nothing here parks, and as many messages are claimed as there are
+//     receivers waiting, handed out through the ordinary dispatch; what nobody here took goes
+//     back (see giveBackLeftovers); an O_NONBLOCK receive is answered EAGAIN once a claim
+//     found nothing;
 //   - a message read to the end is acknowledged when its reader confirms (its next read or
-//     close), exactly as durable mode confirms: a reader that dies first gets it again;
+//     close), exactly as durable mode confirms: a reader that dies first gets it again; a
+//     reader taking message after message claims its next one in the same round trip;
 //   - every lease of a message held here is renewed each tick (a third of the lease), and a
 //     tick retries every parked operation, so a lost event costs at most one tick;
 //   - events from other daemons (through the backend) wake the mirrors concerned.
 // Namespace calls (mkdir, rmdir, rename, settings, listings) are few: they call the backend
 // from the FUSE thread, never with the engine lock held.
 //
-// Lock order: the worker holds mutex_ except around backend calls; it re-checks everything
-// it found before a call after it (the mailbox may be gone, the waiter cancelled).
+// Lock order: whoever serves holds mutex_ except around backend calls; it re-checks
+// everything it found before a call after it (the mailbox may be gone, the waiter cancelled).
 #include <fcntl.h>
 
 #include <algorithm>
@@ -150,7 +156,7 @@ void Engine::stopBackend() {
       if (job.kind == RemoteJob::Kind::Ack) acks.emplace_back(job.id, job.seq, job.pid);
     remoteJobs_.clear();
   }
-  for (auto [box, seq, reader] : acks) (void)backend_->ack(box, {{seq, static_cast<uint32_t>(reader)}});
+  for (auto [box, seq, reader] : acks) (void)backend_->ack(box, {{seq, static_cast<uint32_t>(reader)}}, 0);
   for (auto [box, seq, redelivered] : back) (void)backend_->giveBack(box, seq, redelivered);
 }
 
@@ -256,9 +262,9 @@ void Engine::runRemoteJob(const RemoteJob& job, Lock& lock, After& after) {
       break;
     case RemoteJob::Kind::Ack: {
       lock.unlock();
-      auto r = backend_->ack(job.id, {{job.seq, static_cast<uint32_t>(job.pid)}});
+      auto r = backend_->ack(job.id, {{job.seq, static_cast<uint32_t>(job.pid)}}, 0);
       lock.lock();
-      if (r) remoteAcksLost_ += *r;
+      if (r) remoteAcksLost_ += r->lost;
       break;
     }
     case RemoteJob::Kind::Unhold: {
@@ -294,11 +300,42 @@ void Engine::runRemoteJob(const RemoteJob& job, Lock& lock, After& after) {
 
 // ---- mailboxes: the data path (worker only) ----
 
-void Engine::remoteWake(const MailboxPtr& box, Lock& lock, After& after) {
-  pushSenders(box, lock, after);
-  claimForReceivers(box, lock, after);
-  giveBackLeftovers(box, lock);
-  registerWaiting(box, lock, false);
+void Engine::remoteWake(const MailboxPtr& box, Lock& lock, After& after) { serveRemote(box, lock, after, false); }
+
+// Pushes what waits to be sent, claims for the receivers that wait, gives back what nobody
+// here wants: one thread at a time per mailbox (two would claim for the same receivers, and
+// could reorder one sender's messages); a thread arriving meanwhile leaves it to the one at
+// it, which goes round again. `tick`: the periodic retry (claims even when no event said a
+// message came, renews the rendezvous registration).
+void Engine::serveRemote(const MailboxPtr& box, Lock& lock, After& after, bool tick) {
+  if (box->serving) {
+    box->serveAgain = true;
+    return;
+  }
+  box->serving = true;
+  do {
+    box->serveAgain = false;
+    pushSenders(box, lock, after);
+    claimForReceivers(box, lock, after, tick);
+    giveBackLeftovers(box, lock);
+    registerWaiting(box, lock, tick);
+  } while (box->serveAgain && !box->removed);
+  box->serving = false;
+}
+
+// A send or receive just parked: served by the calling thread once it lets go of the lock
+// (after the reply callbacks it already has), not handed to the worker -- a thread switch
+// less per message. While the backend is failing, the worker does it: a FUSE thread must not
+// sit out a timeout.
+void Engine::serveRemoteHere(const MailboxPtr& box, After& after) {
+  if (backend_->failing()) return requestWake(*box);
+  after.push_back([this, box] {
+    After more;
+    Lock lock(mutex_);
+    if (!box->removed && !remoteStopping_) serveRemote(box, lock, more, false);
+    lock.unlock();
+    run(more);
+  });
 }
 
 // Pushes parked messages in order, a batch write's many in one round trip; stops at the
@@ -485,31 +522,63 @@ void Engine::awaitRemoteConfirmation(const MessagePtr& msg, Handle& h, pid_t rea
 
 Status Engine::confirmRemoteNow(uint64_t fh) {
   std::vector<MessagePtr> confirmed;
-  uint64_t boxId = 0;
+  MailboxPtr box;
+  size_t prefetch = 0;
   {
     std::lock_guard lock(mutex_);
     Handle* h = handle(fh);
     if (!h || !h->box || !h->box->remote || h->unconfirmed.empty()) return {};
     confirmed = std::move(h->unconfirmed);
     h->unconfirmed.clear();
-    boxId = h->box->id;
+    box = h->box;
+    // A plain reader taking its second message or more through one descriptor will want the
+    // next: it is claimed in the same round trip, so that in the steady state a message costs
+    // the receiving side one round trip, not two. (Not for its first: `cat .receive` reads
+    // one message and closes.) It stays here while the reader keeps reading (see
+    // giveBackLeftovers); a claim already due or a message already here makes it needless.
+    if (h->batch == detail::Batch::None && h->streaming && box->mayHaveQueued && box->queue.empty() &&
+        box->receivers.empty() && !box->removed) {
+      prefetch = 1;
+      box->mayHaveQueued = false;  // an event from now on sets it again
+    }
+    h->streaming = true;
   }
   std::vector<std::pair<uint64_t, uint32_t>> taken;
   for (const auto& msg : confirmed) taken.emplace_back(msg->remoteSeq(), static_cast<uint32_t>(msg->extra->remoteReader));
-  auto r = backend_->ack(boxId, taken);  // all in one round trip
-  if (!r) return fail(r.error());
-  std::lock_guard lock(mutex_);
-  remoteAcksLost_ += *r;
+  auto r = backend_->ack(box->id, taken, prefetch);  // all in one round trip
+  if (!r) {
+    if (prefetch) {
+      std::lock_guard lock(mutex_);
+      box->mayHaveQueued = true;  // not known to be empty
+    }
+    return fail(r.error());
+  }
+  After after;
+  Lock lock(mutex_);
+  remoteAcksLost_ += r->lost;
+  if (prefetch && r->claimed.size() == prefetch) box->mayHaveQueued = true;  // perhaps more
+  if (box->removed) {
+    lock.unlock();
+    for (const auto& m : r->claimed) (void)backend_->giveBack(box->id, m.seq, false);
+    return {};
+  }
+  for (auto& m : r->claimed) injectClaimed(*box, std::move(m), after);
+  lock.unlock();
+  run(after);
   return {};
 }
 
 // Claimed messages nobody here waits for any more go back to the head of the shared queue.
-// While a batch reader here has the mailbox open, they stay for its next read (claiming and
-// giving back per read would cost two scripts per message); they go back when it closes.
+// While a reader here that takes many (a batch reader, or a plain one reading message after
+// message) keeps reading, they stay for its next read (claiming and giving back per read
+// would cost two scripts per message); they go back when it closes, or at the first tick
+// after a whole tick without a read from it.
 void Engine::giveBackLeftovers(const MailboxPtr& box, Lock& lock) {
   if (!box->receivers.empty() || box->queue.empty()) return;
   for (const auto& [fh, h] : handles_)
-    if (h->kind == HandleKind::Receiver && h->box == box && h->batch != detail::Batch::None) return;
+    if (h->kind == HandleKind::Receiver && h->box == box && h->readTick + 1 >= remoteTickNo_ &&
+        (h->batch != detail::Batch::None || h->streaming))
+      return;
   std::vector<std::pair<uint64_t, bool>> back;
   while (!box->queue.empty()) {
     MessagePtr msg = box->queue.front();
@@ -540,6 +609,7 @@ void Engine::registerWaiting(const MailboxPtr& box, Lock& lock, bool renew) {
 }
 
 void Engine::remoteTick(Lock& lock, After& after) {
+  ++remoteTickNo_;  // readers that have not read since the one before no longer keep leftovers
   std::map<uint64_t, std::vector<uint64_t>> held;
   std::vector<MailboxPtr> active;
   std::vector<uint64_t> shared;
@@ -548,7 +618,8 @@ void Engine::remoteTick(Lock& lock, After& after) {
     shared.push_back(id);
     for (auto& m : box->queue)
       if (m->remoteSeq()) held[id].push_back(m->remoteSeq());
-    if (!box->receivers.empty() || !box->senders.empty() || box->waitingRegistered > 0) active.push_back(box);
+    if (!box->receivers.empty() || !box->senders.empty() || box->waitingRegistered > 0 || !box->queue.empty())
+      active.push_back(box);
   }
   for (auto& [fh, h] : handles_) {
     if (!h->box || !h->box->remote) continue;
@@ -577,13 +648,8 @@ void Engine::remoteTick(Lock& lock, After& after) {
   for (auto [id, pid] : holds) (void)backend_->hold(id, static_cast<uint32_t>(pid));
   for (auto [id, pid] : binds) (void)backend_->bind(id, static_cast<uint32_t>(pid));
   lock.lock();
-  for (const auto& box : active) {
-    if (box->removed) continue;
-    pushSenders(box, lock, after);
-    claimForReceivers(box, lock, after, true);  // the safety net for a lost event
-    giveBackLeftovers(box, lock);
-    registerWaiting(box, lock, true);
-  }
+  for (const auto& box : active)
+    if (!box->removed) serveRemote(box, lock, after, true);  // the safety net for a lost event
   for (const auto& sem : semWaiting) remoteSemWake(sem->id, lock, after);
 }
 
@@ -748,30 +814,25 @@ Status Engine::syncRemoteListing(uint64_t boxId) {
 }
 
 // A name not known here may have been made on another host since the last event.
-void Engine::refreshIfMissing(uint64_t parent, std::string_view name) {
+Status Engine::refreshIfMissing(uint64_t parent, std::string_view name) {
   uint64_t listingOf = 0;
   {
     std::lock_guard lock(mutex_);
-    if (parent == ino::kMailboxes && mailboxesByName_.contains(name)) return;
-    if (parent == ino::kSem && semaphores_.contains(name)) return;
+    if (parent == ino::kMailboxes && mailboxesByName_.contains(name)) return {};
+    if (parent == ino::kSem && semaphores_.contains(name)) return {};
     if (parent == ino::kById) {
       uint64_t id = 0;
       auto [end, ec] = std::from_chars(name.data(), name.data() + name.size(), id);
-      if (ec == std::errc{} && end == name.data() + name.size() && mailboxById(id)) return;
+      if (ec == std::errc{} && end == name.data() + name.size() && mailboxById(id)) return {};
     }
     if (ino::kindOf(parent) == ino::Kind::Mailbox) {
       auto box = mailboxById(ino::idOf(parent));
-      if (!box || !box->remote || isReservedName(name) || name.starts_with('.')) return;
+      if (!box || !box->remote || isReservedName(name) || name.starts_with('.')) return {};
       listingOf = box->id;
     }
   }
-  if (listingOf) {
-    (void)syncRemoteListing(listingOf);
-  } else if (parent == ino::kSem) {
-    (void)syncRemoteSemaphores();
-  } else {
-    (void)syncRemoteMailboxes();
-  }
+  if (listingOf) return syncRemoteListing(listingOf);
+  return parent == ino::kSem ? syncRemoteSemaphores() : syncRemoteMailboxes();
 }
 
 Result<struct stat> Engine::mkdirRemote(std::string_view name, mode_t mode, const Caller& who) {
@@ -1147,6 +1208,23 @@ Status Engine::unlinkRemoteSemaphore(std::string_view name) {
   if (auto r = backend_->removeSemaphore(rs); !r) return r;
   std::lock_guard lock(mutex_);
   return unlinkShmSem(ino::kSem, name);
+}
+
+Status Engine::renameRemoteSemaphore(std::string_view name, std::string_view newName) {
+  std::lock_guard sync(remoteSyncMutex_);  // no sync of names fetched before it lands after it
+  uint64_t id = 0;
+  {
+    std::lock_guard lock(mutex_);
+    if (auto ok = validateName(newName); !ok) return fail(ok.error());
+    auto it = semaphores_.find(name);
+    if (it == semaphores_.end()) return fail(ENOENT);
+    if (name == newName) return {};
+    if (semaphores_.contains(newName)) return fail(EEXIST);  // never replaced, as on one host
+    id = it->second->id;
+  }
+  if (auto r = backend_->renameSemaphore(id, std::string(name), std::string(newName)); !r) return r;
+  std::lock_guard lock(mutex_);
+  return renameShmSem(ino::kSem, name, newName);
 }
 
 // A write to a shared semaphore posts in the backend; nullopt: not a shared semaphore.

@@ -278,6 +278,8 @@ struct Mailbox {
   // receivers here; `senders` holds messages waiting to be pushed (in order).
   bool remote = false;
   bool wakeQueued = false;           // a Wake job is pending for it
+  bool serving = false;              // a thread is pushing and claiming for it (remote data path)
+  bool serveAgain = false;           // ... and must go round again: more came meanwhile
   bool mayHaveQueued = true;         // false: the last claim emptied the shared queue, no event since
   uint32_t waitingRegistered = 0;    // receivers the backend knows wait here
   // What the backend had queued at the last listing: listed and peekable here, never
@@ -400,6 +402,11 @@ struct Handle {
   bool atEnd = false;  // the last byte was read; the next read returns 0
   std::optional<WaiterId> parked;
   std::vector<std::shared_ptr<Message>> unconfirmed;  // durable mode: see Engine::awaitConfirmation
+  // Shared mailboxes: the remote worker's tick of this reader's last read, and whether it has
+  // read a message to its end before (one descriptor, message after message): see
+  // Engine::giveBackLeftovers and Engine::confirmRemoteNow.
+  uint64_t readTick = 0;
+  bool streaming = false;
   pid_t from = 0;  // procs/P/from/Q: takes only messages sent by Q or its descendants
   // Sender (receipts): the last message sent and what became of it.
   uint64_t lastSentUid = 0;

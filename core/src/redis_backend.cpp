@@ -107,18 +107,21 @@ void parseHeader(std::string_view h, RemoteMessage& m) {
   m.sentNs = num(f[5]);
 }
 
+// seq, header, payload, redeliveries at `e[0..3]`.
+RemoteMessage parseMessage(redisReply* const* e) {
+  RemoteMessage m;
+  m.seq = static_cast<uint64_t>(num(e[0]));
+  parseHeader(str(e[1]), m);
+  m.payload = str(e[2]);
+  m.redeliveries = static_cast<uint32_t>(num(e[3]));
+  return m;
+}
+
 // {seq, header, payload, redeliveries} x n
 std::vector<RemoteMessage> parseMessages(const redisReply* r) {
   std::vector<RemoteMessage> out;
   if (!r || r->type != REDIS_REPLY_ARRAY) return out;
-  for (size_t i = 0; i + 3 < r->elements; i += 4) {
-    RemoteMessage m;
-    m.seq = static_cast<uint64_t>(num(r->element[i]));
-    parseHeader(str(r->element[i + 1]), m);
-    m.payload = str(r->element[i + 2]);
-    m.redeliveries = static_cast<uint32_t>(num(r->element[i + 3]));
-    out.push_back(std::move(m));
-  }
+  for (size_t i = 0; i + 3 < r->elements; i += 4) out.push_back(parseMessage(r->element + i));
   return out;
 }
 
@@ -153,9 +156,10 @@ class RedisBackend final : public Backend {
     const std::string now = kNow, forget = kForget;
     push_.text = now + kPush;
     const std::string reclaimFn = now + kReclaimFn;
-    claim_.text = reclaimFn + kClaim;
+    const std::string claimFn = reclaimFn + kClaimFn;
+    claim_.text = claimFn + kClaim;
     reclaim_.text = reclaimFn + kReclaim;
-    ack_.text = kAck;
+    ack_.text = claimFn + kAck;
     giveBack_.text = kGiveBack;
     renew_.text = now + kRenew;
     setWaiting_.text = now + kSetWaiting;
@@ -321,15 +325,20 @@ class RedisBackend final : public Backend {
     return {};
   }
 
-  Result<size_t> ack(uint64_t box, const std::vector<std::pair<uint64_t, uint32_t>>& taken) override {
-    std::vector<std::string> args{std::to_string(box)};
+  Result<Acked> ack(uint64_t box, const std::vector<std::pair<uint64_t, uint32_t>>& taken, size_t thenClaim) override {
+    std::vector<std::string> args{std::to_string(box), std::to_string(thenClaim), std::to_string(leaseMs())};
     for (auto [seq, reader] : taken) {
       args.push_back(std::to_string(seq));
       args.push_back(std::to_string(reader));
     }
     auto r = runScript(ack_, mailboxKeys(box), std::move(args));
     if (!r) return fail(r.error());
-    return static_cast<size_t>(num(r->get()));
+    const redisReply* a = r->get();
+    if (a->type != REDIS_REPLY_ARRAY || a->elements == 0) return fail(EIO);
+    Acked out;
+    out.lost = static_cast<size_t>(num(a->element[0]));
+    for (size_t i = 1; i + 3 < a->elements; i += 4) out.claimed.push_back(parseMessage(a->element + i));
+    return out;
   }
 
   Status giveBack(uint64_t box, uint64_t seq, bool redelivered) override {
@@ -479,6 +488,24 @@ class RedisBackend final : public Backend {
     return {};
   }
 
+  // The new name is taken first (so two renames to one name cannot both win), then the
+  // semaphore says its new name, then the old one goes: a listing in between shows it once
+  // (by id) under one of the two names.
+  Status renameSemaphore(uint64_t id, const std::string& from, const std::string& to) override {
+    auto taken = call(kSemIndex, {"HSETNX", kSemIndex, to, std::to_string(id)});
+    if (!taken) return fail(taken.error());
+    if (num(taken->get()) == 0) return fail(EEXIST);
+    const std::string key = semKey(id);
+    if (auto r = call(key, {"HSET", key, "name", to}); !r) return fail(r.error());
+    auto owner = call(kSemIndex, {"HGET", kSemIndex, from});
+    if (!owner) return fail(owner.error());
+    if (static_cast<uint64_t>(num(owner->get())) == id) {
+      if (auto r = call(kSemIndex, {"HDEL", kSemIndex, from}); !r) return fail(r.error());
+    }
+    publish("n");
+    return {};
+  }
+
   Status updateSemaphore(const RemoteSemaphore& sem) override {
     const std::string key = semKey(sem.id);
     auto w = call(key, {"HSET", key, "mode", std::to_string(sem.mode), "uid", std::to_string(sem.uid), "gid",
@@ -550,7 +577,9 @@ class RedisBackend final : public Backend {
   }
 
   bool down() const { return Clock::now().time_since_epoch().count() < downUntil_.load(); }
+  bool failing() const override { return failing_.load(std::memory_order_relaxed); }
   void markDown() {
+    failing_.store(true, std::memory_order_relaxed);
     downUntil_ = (Clock::now() + std::chrono::milliseconds(std::min<uint32_t>(options_.timeoutMs, 50))).time_since_epoch().count();
   }
 
@@ -593,16 +622,25 @@ class RedisBackend final : public Backend {
     return slots_[slotOf(key)];
   }
 
-  Context acquire(Server& s) {
+  // `reused`: taken from the pool (it may have been closed by a server that restarted since).
+  Context acquire(Server& s, bool* reused = nullptr) {
     {
       std::lock_guard lock(s.mutex);
       if (!s.idle.empty()) {
         Context c = std::move(s.idle.back());
         s.idle.pop_back();
+        if (reused) *reused = true;
         return c;
       }
     }
+    if (reused) *reused = false;
     return connect(s);
+  }
+
+  // A pooled connection the server closed (it restarted, or dropped idle clients): nothing
+  // was executed on it, so the command may go again on a new one.
+  static bool closedByServer(const redisContext* c) {
+    return c->err == REDIS_ERR_EOF || (c->err == REDIS_ERR_IO && (errno == ECONNRESET || errno == EPIPE));
   }
 
   static void giveBackConnection(Server& s, Context c) {
@@ -632,7 +670,8 @@ class RedisBackend final : public Backend {
         markDown();
         return fail(EIO);
       }
-      Context c = acquire(*s);
+      bool reused = false;
+      Context c = acquire(*s, &reused);
       if (!c) {
         markDown();
         return fail(EIO);
@@ -655,10 +694,14 @@ class RedisBackend final : public Backend {
         }
       }
       Reply r = command(c.get(), args);
+      if (!r && reused && closedByServer(c.get())) {
+        if ((c = connect(*s))) r = command(c.get(), args);
+      }
       if (!r) {
         markDown();
         return fail(EIO);
       }
+      failing_.store(false, std::memory_order_relaxed);
       ask = nullptr;
       if (r->type == REDIS_REPLY_ERROR) {
         const std::string err = str(r.get());
@@ -828,6 +871,7 @@ class RedisBackend final : public Backend {
   std::thread listener_;
   std::atomic<bool> stopping_{false};
   bool announcedDown_ = false;
+  std::atomic<bool> failing_{false};  // the last command did not reach a server
 };
 
 }  // namespace

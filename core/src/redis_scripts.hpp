@@ -37,6 +37,7 @@ inline constexpr const char* kPush = R"(
 if redis.call('EXISTS', KEYS[1]) == 0 then return {2} end
 local cap = tonumber(redis.call('HGET', KEYS[1], 'capacity') or '-1')
 local qlen = redis.call('LLEN', KEYS[2])
+local wasEmpty = qlen == 0
 local waiting = -1
 local out = {0}
 local last = nil
@@ -93,7 +94,9 @@ if last then
   redis.call('RPUSH', KEYS[2], unpack(q))
   redis.call('HINCRBY', KEYS[1], 'sent', (#out - 1) / 2)
   redis.call('HSET', KEYS[1], 'mtime', last)
-  redis.call('PUBLISH', 'ipcfs:events', 'm ' .. ARGV[1])
+  -- Only a queue that was empty needs announcing: a daemon's receivers wait only after a
+  -- claim found it empty (and a claim that took all it asked for tries again).
+  if wasEmpty then redis.call('PUBLISH', 'ipcfs:events', 'm ' .. ARGV[1]) end
 end
 return out
 )";
@@ -120,34 +123,41 @@ inline constexpr const char* kReclaim = R"(
 return reclaim(now(), ARGV[1])
 )";
 
-// ARGV: id max leaseMs. Expired claims first go back to the head.
-// Returns seq, header, payload, redeliveries for each claimed message.
+// Claims up to `max` from the head under a lease of `leaseMs` (expired claims first go back
+// to the head). Returns seq, header, payload, redeliveries for each claimed message.
+inline constexpr const char* kClaimFn = R"(
+local function claim(t, id, max, leaseMs)
+  reclaim(t, id)
+  local qlen = redis.call('LLEN', KEYS[2])
+  local seqs = redis.call('LPOP', KEYS[2], max)
+  if not seqs then return {} end
+  local z = {}
+  local deadline = t + leaseMs
+  for _, s in ipairs(seqs) do
+    z[#z + 1] = deadline
+    z[#z + 1] = s
+  end
+  redis.call('ZADD', KEYS[3], unpack(z))
+  local hs = redis.call('HMGET', KEYS[6], unpack(seqs))
+  local ds = redis.call('HMGET', KEYS[5], unpack(seqs))
+  local rs = redis.call('HMGET', KEYS[7], unpack(seqs))
+  local out = {}
+  for i, s in ipairs(seqs) do
+    out[#out + 1] = s
+    out[#out + 1] = hs[i] or ''
+    out[#out + 1] = ds[i] or ''
+    out[#out + 1] = rs[i] or '0'
+  end
+  -- Room: only senders that found it full wait for it (it was full before this claim).
+  local cap = tonumber(redis.call('HGET', KEYS[1], 'capacity') or '-1')
+  if cap >= 0 and qlen >= cap then redis.call('PUBLISH', 'ipcfs:events', 'r ' .. id) end
+  return out
+end
+)";
+
+// ARGV: id max leaseMs.
 inline constexpr const char* kClaim = R"(
-local t = now()
-reclaim(t, ARGV[1])
-local seqs = redis.call('LPOP', KEYS[2], tonumber(ARGV[2]))
-if not seqs then return {} end
-local z = {}
-local deadline = t + tonumber(ARGV[3])
-for _, s in ipairs(seqs) do
-  z[#z + 1] = deadline
-  z[#z + 1] = s
-end
-redis.call('ZADD', KEYS[3], unpack(z))
-local hs = redis.call('HMGET', KEYS[6], unpack(seqs))
-local ds = redis.call('HMGET', KEYS[5], unpack(seqs))
-local rs = redis.call('HMGET', KEYS[7], unpack(seqs))
-local out = {}
-for i, s in ipairs(seqs) do
-  out[#out + 1] = s
-  out[#out + 1] = hs[i] or ''
-  out[#out + 1] = ds[i] or ''
-  out[#out + 1] = rs[i] or '0'
-end
-if tonumber(redis.call('HGET', KEYS[1], 'capacity') or '-1') >= 0 then
-  redis.call('PUBLISH', 'ipcfs:events', 'r ' .. ARGV[1])
-end
-return out
+return claim(now(), ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]))
 )";
 
 // Forgets a message for good. ARGV[1]: seq.
@@ -164,12 +174,21 @@ local function forget(s)
 end
 )";
 
-// ARGV: id, then seq readerPid per message. Returns how many had lost their lease (another
-// daemon may have them now); the others are gone for good.
+// ARGV: id thenClaim leaseMs, then seq readerPid per message. Returns {lost, claimed...}:
+// how many had lost their lease (another daemon may have them now; the others are gone for
+// good), then up to `thenClaim` messages claimed in the same round trip (as claim returns
+// them): a reader taking one message after another through one descriptor wants the next.
 inline constexpr const char* kAck = R"(
 local lost = 0
 local gone, readers = {}, {}
-for i = 2, #ARGV - 1, 2 do
+local function after()
+  local out = {lost}
+  if tonumber(ARGV[2]) > 0 then
+    for _, v in ipairs(claim(now(), ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]))) do out[#out + 1] = v end
+  end
+  return out
+end
+for i = 4, #ARGV - 1, 2 do
   local s = ARGV[i]
   local removed = redis.call('ZREM', KEYS[3], s)
   if removed == 0 then removed = redis.call('LREM', KEYS[2], 1, s) end
@@ -180,7 +199,7 @@ for i = 2, #ARGV - 1, 2 do
     readers[#readers + 1] = ARGV[i + 1]
   end
 end
-if #gone == 0 then return lost end
+if #gone == 0 then return after() end
 local hs = redis.call('HMGET', KEYS[6], unpack(gone))
 local names = {}
 for i, s in ipairs(gone) do
@@ -200,7 +219,7 @@ redis.call('HDEL', KEYS[5], unpack(gone))
 redis.call('HDEL', KEYS[6], unpack(gone))
 redis.call('HDEL', KEYS[7], unpack(gone))
 redis.call('HINCRBY', KEYS[1], 'received', #gone)
-return lost
+return after()
 )";
 
 // ARGV: id seq redelivered(0/1).

@@ -711,6 +711,40 @@ def test_unlink_on_b_removes_the_semaphore_for_a(two_mounts):
     make_sem(a)  # the name is free again
 
 
+def test_rename_on_a_moves_the_semaphore_for_b_with_its_value(two_mounts):
+    a, b = two_mounts.a, two_mounts.b
+    sem_a = make_sem(a)
+    post(sem_a, b"3")
+    held = os.open(b / "sem" / "s", os.O_WRONLY)  # open on B across the rename
+    try:
+        os.rename(sem_a, a / "sem" / "t")
+        # (B's kernel may keep the old name for its entry timeout, 1 s)
+        wait_until(lambda: sorted(os.listdir(b / "sem")) == ["t"] and not os.path.exists(b / "sem" / "s"),
+                   timeout=STEP_S, what="the rename seen on B")
+        assert sem_value(b / "sem" / "t") == 3
+        assert os.write(held, b"1") == 1  # still the same semaphore
+    finally:
+        os.close(held)
+    assert sem_value(a / "sem" / "t") == 4
+    make_sem(a, "s")  # the old name is free again
+    assert sem_value(b / "sem" / "s") == 0
+
+
+def test_semaphore_rename_errnos_change_nothing(two_mounts):
+    a, b = two_mounts.a, two_mounts.b
+    post(make_sem(a, "one"), b"1")
+    post(make_sem(a, "two"), b"2")
+    wait_until(lambda: sorted(os.listdir(b / "sem")) == ["one", "two"], timeout=STEP_S,
+               what="both semaphores seen on B")
+    expect_errno(errno.EEXIST, os.rename, b / "sem" / "one", b / "sem" / "two")  # never replaced
+    expect_errno(errno.ENOENT, os.rename, b / "sem" / "none", b / "sem" / "three")
+    expect_errno(errno.EINVAL, os.rename, b / "sem" / "one", b / "sem" / ".hidden")
+    expect_errno(errno.EPERM, os.rename, b / "sem" / "one", b / "mailboxes" / "one")
+    for m in (a, b):
+        assert sorted(os.listdir(m / "sem")) == ["one", "two"]
+        assert (sem_value(m / "sem" / "one"), sem_value(m / "sem" / "two")) == (1, 2)
+
+
 def test_poll_on_a_semaphore_on_b_reports_a_post_on_a(two_mounts):
     a, b = two_mounts.a, two_mounts.b
     sem_a = make_sem(a)

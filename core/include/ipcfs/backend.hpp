@@ -116,8 +116,14 @@ class Backend {
   // Expired claims back to the head now (claims, listings and .status do it too).
   virtual Status reclaim(uint64_t box) = 0;
   // Read to the end and confirmed, by (seq, reader) -- the reader is named in a receipt, if
-  // the sender wants one. Returns how many had lost their lease (someone else has them now).
-  virtual Result<size_t> ack(uint64_t box, const std::vector<std::pair<uint64_t, uint32_t>>& taken) = 0;
+  // the sender wants one. `lost`: how many had lost their lease (someone else has them now).
+  // Up to `thenClaim` more are claimed in the same round trip, as claim() would.
+  struct Acked {
+    size_t lost = 0;
+    std::vector<RemoteMessage> claimed;
+  };
+  virtual Result<Acked> ack(uint64_t box, const std::vector<std::pair<uint64_t, uint32_t>>& taken,
+                            size_t thenClaim) = 0;
   virtual Status giveBack(uint64_t box, uint64_t seq, bool redelivered) = 0;
   virtual Status renew(uint64_t box, const std::vector<uint64_t>& seqs) = 0;
   // How many receivers wait here for `box` (capacity 0 lets senders in for them).
@@ -142,12 +148,17 @@ class Backend {
   virtual Result<RemoteSemaphore> createSemaphore(RemoteSemaphore sem) = 0;  // EEXIST
   virtual Status removeSemaphore(const RemoteSemaphore& sem) = 0;
   virtual Status updateSemaphore(const RemoteSemaphore& sem) = 0;  // mode, owner
+  // EEXIST if `to` is taken.
+  virtual Status renameSemaphore(uint64_t id, const std::string& from, const std::string& to) = 0;
   virtual Result<uint64_t> post(uint64_t sem, uint64_t n) = 0;    // the new value; EOVERFLOW
   // One wait if the value is positive: the value after it; nullopt: it was 0.
   virtual Result<std::optional<uint64_t>> tryWait(uint64_t sem) = 0;
 
   // Starts delivering events (from a thread of the backend's own) until stop().
   virtual void listen(std::function<void(const BackendEvent&)> onEvent) = 0;
+  // The last call did not reach the backend: callers that must not be held up by a timeout
+  // (the FUSE threads) leave the data path to the worker until a call gets through again.
+  virtual bool failing() const { return false; }
   virtual void stop() = 0;
 
  private:

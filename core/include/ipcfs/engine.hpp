@@ -337,6 +337,8 @@ class Engine {
   void remoteLoop();
   void runRemoteJob(const RemoteJob& job, Lock& lock, After& after);
   void remoteWake(const MailboxPtr& box, Lock& lock, After& after);
+  void serveRemote(const MailboxPtr& box, Lock& lock, After& after, bool tick);
+  void serveRemoteHere(const MailboxPtr& box, After& after);  // REQUIRES: mutex_ held
   void pushSenders(const MailboxPtr& box, Lock& lock, After& after);
   void claimForReceivers(const MailboxPtr& box, Lock& lock, After& after, bool evenIfEmpty = false);
   void giveBackLeftovers(const MailboxPtr& box, Lock& lock);
@@ -351,7 +353,7 @@ class Engine {
   Status syncRemoteMailboxes();
   Status syncRemoteSemaphores();
   Status syncRemoteListing(uint64_t boxId);
-  void refreshIfMissing(uint64_t parent, std::string_view name);
+  Status refreshIfMissing(uint64_t parent, std::string_view name);
   Result<struct stat> mkdirRemote(std::string_view name, mode_t mode, const Caller& who);
   Status rmdirRemote(std::string_view name);
   Status renameRemote(std::string_view name, std::string_view newName);
@@ -362,12 +364,14 @@ class Engine {
   // poll(2) of a shared mailbox's .receive or a shared semaphore with nothing here: asks
   // the backend whether a read would find something. nullopt: not such a file.
   std::optional<bool> remoteReadable(uint64_t fh);
+  Result<unsigned> pollHere(uint64_t fh, PollNotify notify);  // poll() but for the backend's part
   // Opening a control node of a shared mailbox: its settings read afresh; .receive of an
   // exclusive one held across hosts first (EBUSY), any of a pair one bound (EPERM).
   Status holdRemote(uint64_t ino, pid_t pid);
   Result<std::pair<struct stat, Opened>> createRemoteSemaphore(std::string_view name, mode_t mode, int flags,
                                                                const Caller& who);
   Status unlinkRemoteSemaphore(std::string_view name);
+  Status renameRemoteSemaphore(std::string_view name, std::string_view newName);
   std::optional<Result<size_t>> postRemoteSemaphore(uint64_t fh, std::string_view data);
   Status unlinkRemoteMessage(uint64_t parent, std::string_view name);
   // mv of a queued message from one shared mailbox to another (EXDEV: not that case).
@@ -499,6 +503,7 @@ class Engine {
   std::mutex remoteSyncMutex_;
   std::thread remoteWorker_;
   bool remoteStopping_ = false;  // GUARDED_BY(mutex_)
+  uint64_t remoteTickNo_ = 1;    // GUARDED_BY(mutex_): ticks of the remote worker so far, plus one
   uint64_t remoteAcksLost_ = 0;  // acks whose lease had run out: the message may come twice
   // Messages pushed from a .send opened O_RDWR, by (mailbox id, seq): their receipt comes
   // from the host whose reader acknowledges them.
