@@ -137,6 +137,15 @@ Result<struct stat> Engine::setattr(uint64_t ino, const AttrChange& change) {
     values.mtimeNs = static_cast<int64_t>(result->st_mtim.tv_sec) * 1000000000 + result->st_mtim.tv_nsec;
     if (auto shared = backend_->updateMailbox(values, fields); !shared) return fail(shared.error());
   }
+  if (result && backend_ && ino::kindOf(ino) == ino::Kind::Semaphore && (change.mode || change.uid || change.gid)) {
+    RemoteSemaphore values;  // as this change set them
+    values.id = ino::idOf(ino);
+    values.mode = result->st_mode & 07777;
+    values.uid = result->st_uid;
+    values.gid = result->st_gid;
+    values.mtimeNs = static_cast<int64_t>(result->st_mtim.tv_sec) * 1000000000 + result->st_mtim.tv_nsec;
+    if (auto shared = backend_->updateSemaphore(values); !shared) return fail(shared.error());
+  }
   After none;
   commitSync(none);
   return result;

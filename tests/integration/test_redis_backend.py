@@ -363,6 +363,45 @@ def test_half_read_on_b_comes_back_on_a_with_its_redelivery_counted(two_mounts, 
     assert receive_nowait(box_on(a)) == b"hello world, read in part"
 
 
+def test_a_reader_taking_message_after_message_claims_one_ahead_and_gives_it_back_when_idle(two_mounts):
+    a, b = two_mounts.a, two_mounts.b
+    make_box(a)
+    for i in range(4):
+        send(box_on(a), b"m%d" % i)
+    fd = os.open(box_on(b) / ".receive", os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        assert read_whole_message(fd) == b"m0"
+        assert read_whole_message(fd) == b"m1"  # its end claimed m2 for B's next read
+        assert messages(box_on(a)) == ["0000000004"]
+        assert receive_nowait(box_on(a)) == b"m3"
+        # B's reader reads no more: m2 goes back to the shared queue within two lease
+        # thirds, not counted as redelivered (nobody started it)
+        wait_until(lambda: messages(box_on(a)) == ["0000000003"], timeout=STEP_S,
+                   what="the message claimed ahead given back")
+        assert os.getxattr(box_on(a) / "0000000003", "user.ipc.redeliveries") == b"0"
+        assert receive_nowait(box_on(a)) == b"m2"
+        kind, value = Step(lambda: os.read(fd, 100), "B's next read").finish()
+        assert (kind, value) == ("err", errno.EAGAIN)
+    finally:
+        os.close(fd)
+
+
+def test_lines_an_idle_batch_reader_left_claimed_go_back(two_mounts):
+    a, b = two_mounts.a, two_mounts.b
+    make_box(a)
+    for i in range(3):
+        send(box_on(a), b"l%d" % i)
+    fd = os.open(box_on(b) / ".receive-lines", os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        assert os.read(fd, 8) == b"l0\nl1\n"  # claimed all three, took two
+        assert messages(box_on(a)) == []
+        wait_until(lambda: messages(box_on(a)) == ["0000000003"], timeout=STEP_S,
+                   what="the line left over given back")
+        assert receive_nowait(box_on(a)) == b"l2"
+    finally:
+        os.close(fd)
+
+
 def test_receipt_on_a_names_the_receiver_on_b(two_mounts):
     a, b = two_mounts.a, two_mounts.b
     make_box(a)
@@ -728,6 +767,19 @@ def test_rename_on_a_moves_the_semaphore_for_b_with_its_value(two_mounts):
     assert sem_value(a / "sem" / "t") == 4
     make_sem(a, "s")  # the old name is free again
     assert sem_value(b / "sem" / "s") == 0
+
+
+def test_chmod_and_chown_of_a_semaphore_on_a_are_seen_on_b(two_mounts):
+    a, b = two_mounts.a, two_mounts.b
+    sem_a = make_sem(a)
+    os.chmod(sem_a, 0o640)
+    os.chown(sem_a, 65534, 65533)
+
+    def on_b():
+        st = os.stat(b / "sem" / "s")
+        return st.st_mode & 0o7777, st.st_uid, st.st_gid
+
+    wait_until(lambda: on_b() == (0o640, 65534, 65533), timeout=STEP_S, what="mode and owner seen on B")
 
 
 def test_semaphore_rename_errnos_change_nothing(two_mounts):
