@@ -36,6 +36,7 @@
 #include <charconv>
 #include <chrono>
 #include <set>
+#include <utility>
 
 #include <fmt/format.h>
 
@@ -310,6 +311,7 @@ void Engine::remoteWake(const MailboxPtr& box, Lock& lock, After& after) { serve
 void Engine::serveRemote(const MailboxPtr& box, Lock& lock, After& after, bool tick) {
   if (box->serving) {
     box->serveAgain = true;
+    box->serveAgainAsTick = box->serveAgainAsTick || tick;  // the tick's retry is not lost
     return;
   }
   box->serving = true;
@@ -319,6 +321,7 @@ void Engine::serveRemote(const MailboxPtr& box, Lock& lock, After& after, bool t
     claimForReceivers(box, lock, after, tick);
     giveBackLeftovers(box, lock);
     registerWaiting(box, lock, tick);
+    tick = std::exchange(box->serveAgainAsTick, false);
   } while (box->serveAgain && !box->removed);
   box->serving = false;
 }

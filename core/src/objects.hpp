@@ -280,6 +280,7 @@ struct Mailbox {
   bool wakeQueued = false;           // a Wake job is pending for it
   bool serving = false;              // a thread is pushing and claiming for it (remote data path)
   bool serveAgain = false;           // ... and must go round again: more came meanwhile
+  bool serveAgainAsTick = false;     // ... as the periodic retry (Engine::serveRemote)
   bool mayHaveQueued = true;         // false: the last claim emptied the shared queue, no event since
   uint32_t waitingRegistered = 0;    // receivers the backend knows wait here
   // What the backend had queued at the last listing: listed and peekable here, never

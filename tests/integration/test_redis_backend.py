@@ -923,6 +923,39 @@ def test_redis_restarted_on_its_port_everything_resumes(outage):
     assert sorted(os.listdir(a / "mailboxes")) == sorted(os.listdir(b / "mailboxes")) == ["again"]
 
 
+def test_redis_with_aof_always_killed_and_restarted_loses_no_sent_message(tmp_path, backend_mounts):
+    """README, "Persistence": with appendonly yes / appendfsync always, a message whose send
+    returned survives a SIGKILL of Redis; one half-read at the kill comes back, counted."""
+    redis = RedisServer(tmp_path / "aof", extra=("--appendonly", "yes", "--appendfsync", "always"))
+    redis.start()
+    try:
+        opts = ("backend_lease=1500", "backend_timeout=1000")
+        a = backend_mounts.make(redis.url, opts, name="a")
+        b = backend_mounts.make(redis.url, opts, name="b")
+        make_box(a)
+        sent = [b"durable %d" % i for i in range(50)]
+        for m in sent:
+            send(box_on(a), m)
+        fd = os.open(box_on(b) / ".receive", os.O_RDONLY)
+        try:
+            assert os.read(fd, 7) == b"durable"  # half-read on B when Redis dies
+            redis.stop()  # SIGKILL
+            redis.restart()  # the same directory: the append-only file is replayed
+        finally:
+            os.close(fd)
+
+        def all_back():
+            kind, value = Step(lambda: messages(box_on(a)), "listing").finish(EIO_DEADLINE_S + 5)
+            return kind == "ok" and len(value) == len(sent)
+        wait_until(all_back, timeout=RESUME_DEADLINE_S, interval=0.2, what="every sent message listed again")
+        assert os.getxattr(box_on(a) / "0000000001", "user.ipc.redeliveries") == b"1"
+        got = [Step(lambda: receive_one(box_on(b))).value() for _ in sent]
+        assert got == sent
+        expect_errno(errno.EAGAIN, receive_nowait, box_on(a))
+    finally:
+        redis.stop()
+
+
 def test_redis_down_at_start_still_mounts_and_works_once_redis_comes(tmp_path, backend_mounts):
     redis = RedisServer(tmp_path / "late", port=free_port())
     m = backend_mounts.make(redis.url, ("backend_timeout=1000",))
