@@ -615,10 +615,10 @@ void Engine::remoteTick(Lock& lock, After& after) {
   ++remoteTickNo_;  // readers that have not read since the one before no longer keep leftovers
   std::map<uint64_t, std::vector<uint64_t>> held;
   std::vector<MailboxPtr> active;
-  std::vector<uint64_t> shared;
+  std::vector<uint64_t> polled;
   for (auto& [id, box] : mailboxesById_) {
     if (!box->remote) continue;
-    shared.push_back(id);
+    if (!box->pollers.empty() && box->receivers.empty()) polled.push_back(id);
     for (auto& m : box->queue)
       if (m->remoteSeq()) held[id].push_back(m->remoteSeq());
     if (!box->receivers.empty() || !box->senders.empty() || box->waitingRegistered > 0 || !box->queue.empty())
@@ -646,8 +646,11 @@ void Engine::remoteTick(Lock& lock, After& after) {
     if (sem->remote && !sem->waiters.empty()) semWaiting.push_back(sem);
   lock.unlock();
   for (const auto& [id, seqs] : held) (void)backend_->renew(id, seqs);
-  // What a dead daemon held comes back even while nobody receives (listings show it).
-  for (uint64_t id : shared) (void)backend_->reclaim(id);
+  // What a dead daemon held comes back once its lease has run out: every claim, listing
+  // and .status hands expired claims back first, so the tick needs to only where
+  // something here waits without claiming (a poll), whose POLLIN then comes with the
+  // announcement. (Not every mailbox every tick: idle mailboxes cost Redis nothing.)
+  for (uint64_t id : polled) (void)backend_->reclaim(id);
   for (auto [id, pid] : holds) (void)backend_->hold(id, static_cast<uint32_t>(pid));
   for (auto [id, pid] : binds) (void)backend_->bind(id, static_cast<uint32_t>(pid));
   lock.lock();

@@ -92,6 +92,16 @@ def wait_sem(sem, flags=os.O_RDONLY):
         os.close(fd)
 
 
+def script_calls(redis):
+    """How many EVALSHA calls the server has run so far."""
+    stats = redis.command("INFO", "commandstats")
+    text = stats.decode() if isinstance(stats, bytes) else stats
+    for line in text.splitlines():
+        if line.startswith("cmdstat_evalsha:"):
+            return int(line.split("calls=")[1].split(",")[0])
+    return 0
+
+
 # ---------------------------------------------------------------- the namespace is shared
 
 def test_mkdir_on_a_is_seen_on_b_at_once(two_mounts):
@@ -954,6 +964,21 @@ def test_redis_with_aof_always_killed_and_restarted_loses_no_sent_message(tmp_pa
         expect_errno(errno.EAGAIN, receive_nowait, box_on(a))
     finally:
         redis.stop()
+
+
+def test_idle_mailboxes_cost_redis_no_script_calls(two_mounts):
+    a, b = two_mounts.a, two_mounts.b
+    for i in range(40):
+        make_box(a, f"idle{i}")
+        send(box_on(a, f"idle{i}"), b"waiting")
+    assert len(os.listdir(b / "mailboxes")) == 40  # B mirrors them all too
+    before = script_calls(two_mounts.redis)
+    # Four lease thirds (0.5 s each here) of both daemons' housekeeping: nothing is claimed,
+    # polled or held, so no mailbox is worth a script call (not one per mailbox per tick).
+    end = time.monotonic() + 2.0
+    while time.monotonic() < end:
+        assert script_calls(two_mounts.redis) - before < 10
+        time.sleep(0.1)
 
 
 def test_redis_down_at_start_still_mounts_and_works_once_redis_comes(tmp_path, backend_mounts):
