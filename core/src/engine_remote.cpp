@@ -880,10 +880,14 @@ Status Engine::rmdirRemote(std::string_view name) {
       if (h->box == box && (h->current || (h->dropIn && !h->delivered && !h->discarded))) return fail(ENOTEMPTY);
     rm = remoteRecord(*box);
   }
-  // Queued anywhere keeps it too.
+  // Queued anywhere keeps it too, and so does claimed on another host (being read there, or
+  // claimed ahead for a reader there).
   auto queued = backend_->queued(rm.id, 1);
   if (!queued) return fail(queued.error());
   if (!queued->empty()) return fail(ENOTEMPTY);
+  auto claimed = backend_->stats(rm.id);  // (cheap with nothing queued)
+  if (!claimed) return fail(claimed.error());
+  if (claimed->claimed > 0) return fail(ENOTEMPTY);
   if (auto r = backend_->removeMailbox(rm); !r) return r;
   After after;
   {

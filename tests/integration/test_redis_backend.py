@@ -384,6 +384,7 @@ def test_a_reader_taking_message_after_message_claims_one_ahead_and_gives_it_bac
         assert read_whole_message(fd) == b"m1"  # its end claimed m2 for B's next read
         assert messages(box_on(a)) == ["0000000004"]
         assert receive_nowait(box_on(a)) == b"m3"
+        expect_errno(errno.ENOTEMPTY, os.rmdir, box_on(a))  # m2 is B's, not gone
         # B's reader reads no more: m2 goes back to the shared queue within two lease
         # thirds, not counted as redelivered (nobody started it)
         wait_until(lambda: messages(box_on(a)) == ["0000000003"], timeout=STEP_S,
@@ -394,6 +395,7 @@ def test_a_reader_taking_message_after_message_claims_one_ahead_and_gives_it_bac
         assert (kind, value) == ("err", errno.EAGAIN)
     finally:
         os.close(fd)
+    os.rmdir(box_on(a))  # nothing left anywhere
 
 
 def test_lines_an_idle_batch_reader_left_claimed_go_back(two_mounts):
