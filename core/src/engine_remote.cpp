@@ -8,8 +8,8 @@
 // The data path: a send or receive parks as a waiter of the mirror, as on one host, and the
 // mailbox is then served -- pushes, claims, give-backs -- by one thread at a time: the thread
 // that parked it, once it has let go of the engine lock (no hand-over to another thread per
-// message), or the worker thread (events, ticks, and everything while the backend is
-// failing, so that no FUSE thread sits out a timeout). Nothing waits as a blocked thread,
+// message), the backend's event thread for an event about it, or the worker thread (ticks,
+// and everything while the backend is failing, so that no FUSE thread sits out a timeout). Nothing waits as a blocked thread,
 // so thousands of waiters cost nothing more:
 //   - a parked send is pushed; no room -> it stays parked (blocking) until a "room" event,
 //     or fails EAGAIN;
@@ -174,7 +174,9 @@ void Engine::onBackendEvent(const BackendEvent& e) {
           box->mayHaveQueued = true;
           wakePollers(*box, after);
         }
-        if (!box->receivers.empty() || !box->senders.empty()) requestWake(*box);
+        // Served by this (the event) thread rather than handed to the worker: a thread
+        // switch less between a message entering the queue and a waiting reader here.
+        if (!box->receivers.empty() || !box->senders.empty()) serveRemoteHere(box, after);
       }
       break;
     case BackendEvent::Kind::Settings:
