@@ -1209,6 +1209,9 @@ Result<std::pair<struct stat, Opened>> Engine::createRemoteSemaphore(std::string
 }
 
 Status Engine::unlinkRemoteSemaphore(std::string_view name) {
+  // Held throughout: the "names" event of this very removal must not have a sync take the
+  // mirror away between the backend's answer and the local removal (a false ENOENT).
+  std::lock_guard sync(remoteSyncMutex_);
   RemoteSemaphore rs;
   {
     std::lock_guard lock(mutex_);
