@@ -123,28 +123,8 @@ Result<struct stat> Engine::getattr(uint64_t ino) {
 
 Result<struct stat> Engine::setattr(uint64_t ino, const AttrChange& change) {
   Result<struct stat> result = setattrUncommitted(ino, change);
-  if (result && backend_ && ino::kindOf(ino) == ino::Kind::Mailbox) {
-    std::vector<Backend::Field> fields{Backend::Field::Times};
-    if (change.mode) fields.push_back(Backend::Field::Mode);
-    if (change.uid || change.gid) fields.push_back(Backend::Field::Owner);
-    // The values this change set (the mirror may meanwhile take an older refresh).
-    RemoteMailbox values;
-    values.id = ino::idOf(ino);
-    values.mode = result->st_mode & 07777;
-    values.uid = result->st_uid;
-    values.gid = result->st_gid;
-    values.ctimeNs = static_cast<int64_t>(result->st_ctim.tv_sec) * 1000000000 + result->st_ctim.tv_nsec;
-    values.mtimeNs = static_cast<int64_t>(result->st_mtim.tv_sec) * 1000000000 + result->st_mtim.tv_nsec;
-    if (auto shared = backend_->updateMailbox(values, fields); !shared) return fail(shared.error());
-  }
-  if (result && backend_ && ino::kindOf(ino) == ino::Kind::Semaphore && (change.mode || change.uid || change.gid)) {
-    RemoteSemaphore values;  // as this change set them
-    values.id = ino::idOf(ino);
-    values.mode = result->st_mode & 07777;
-    values.uid = result->st_uid;
-    values.gid = result->st_gid;
-    values.mtimeNs = static_cast<int64_t>(result->st_mtim.tv_sec) * 1000000000 + result->st_mtim.tv_nsec;
-    if (auto shared = backend_->updateSemaphore(values); !shared) return fail(shared.error());
+  if (result && backend_) {
+    if (auto shared = shareSetattr(ino, *result, change); !shared) return fail(shared.error());
   }
   After none;
   commitSync(none);

@@ -9,8 +9,8 @@
 // mailbox is then served -- pushes, claims, give-backs -- by one thread at a time: the thread
 // that parked it, once it has let go of the engine lock (no hand-over to another thread per
 // message), the backend's event thread for an event about it, or the worker thread (ticks,
-// and everything while the backend is failing, so that no FUSE thread sits out a timeout). Nothing waits as a blocked thread,
-// so thousands of waiters cost nothing more:
+// and everything while the backend is failing, so that no FUSE thread sits out a timeout).
+// Nothing waits as a blocked thread, so thousands of waiters cost nothing more:
 //   - a parked send is pushed; no room -> it stays parked (blocking) until a "room" event,
 //     or fails EAGAIN;
 //   - a receive with nothing here parks, and as many messages are claimed as there are
@@ -257,7 +257,7 @@ void Engine::runRemoteJob(const RemoteJob& job, Lock& lock, After& after) {
     case RemoteJob::Kind::Wake:
       if (auto box = mailboxById(job.id); box && box->remote) {
         box->wakeQueued = false;
-        remoteWake(box, lock, after);
+        serveRemote(box, lock, after, false);
       }
       break;
     case RemoteJob::Kind::SemWake:
@@ -301,9 +301,7 @@ void Engine::runRemoteJob(const RemoteJob& job, Lock& lock, After& after) {
   }
 }
 
-// ---- mailboxes: the data path (worker only) ----
-
-void Engine::remoteWake(const MailboxPtr& box, Lock& lock, After& after) { serveRemote(box, lock, after, false); }
+// ---- mailboxes: the data path (whoever serves the mailbox; see the top of this file) ----
 
 // Pushes what waits to be sent, claims for the receivers that wait, gives back what nobody
 // here wants: one thread at a time per mailbox (two would claim for the same receivers, and
@@ -480,13 +478,7 @@ void Engine::claimForReceivers(const MailboxPtr& box, Lock& lock, After& after, 
       box->receivers.clear();
       return;
     }
-    if (box->removed) {
-      lock.unlock();
-      for (const auto& m : *claimed) (void)backend_->giveBack(box->id, m.seq, false);
-      lock.lock();
-      return;
-    }
-    for (auto& m : *claimed) injectClaimed(*box, std::move(m), after);
+    if (!acceptClaimed(box, std::move(*claimed), lock, after)) return;
   }
   dispatch(*box, after);
   for (WaiterId id : probes) {
@@ -499,6 +491,19 @@ void Engine::claimForReceivers(const MailboxPtr& box, Lock& lock, After& after, 
     if (Handle* h = handle(w.fh)) h->parked.reset();
     after.push_back(detail::failWaiter(w, EAGAIN));
   }
+}
+
+// Messages just claimed for this host join the mirror's queue; if the mailbox was removed
+// meanwhile they go straight back (false).
+bool Engine::acceptClaimed(const MailboxPtr& box, std::vector<RemoteMessage>&& claimed, Lock& lock, After& after) {
+  if (box->removed) {
+    lock.unlock();
+    for (const auto& m : claimed) (void)backend_->giveBack(box->id, m.seq, false);
+    lock.lock();
+    return false;
+  }
+  for (auto& m : claimed) injectClaimed(*box, std::move(m), after);
+  return true;
 }
 
 void Engine::injectClaimed(Mailbox& box, RemoteMessage&& rm, After& after) {
@@ -562,12 +567,7 @@ Status Engine::confirmRemoteNow(uint64_t fh) {
   Lock lock(mutex_);
   remoteAcksLost_ += r->lost;
   if (prefetch && r->claimed.size() == prefetch) box->mayHaveQueued = true;  // perhaps more
-  if (box->removed) {
-    lock.unlock();
-    for (const auto& m : r->claimed) (void)backend_->giveBack(box->id, m.seq, false);
-    return {};
-  }
-  for (auto& m : r->claimed) injectClaimed(*box, std::move(m), after);
+  (void)acceptClaimed(box, std::move(r->claimed), lock, after);
   lock.unlock();
   run(after);
   return {};
@@ -927,6 +927,34 @@ Status Engine::renameRemote(std::string_view name, std::string_view newName) {
   return {};
 }
 
+
+// chmod, chown, touch of a shared mailbox, chmod and chown of a shared semaphore: written
+// to the backend with the values this change set (the mirror may meanwhile take an older
+// refresh). Anything else is not shared.
+Status Engine::shareSetattr(uint64_t ino, const struct stat& st, const AttrChange& change) {
+  auto asSet = [&](auto& values) {  // RemoteMailbox or RemoteSemaphore
+    values.id = ino::idOf(ino);
+    values.mode = st.st_mode & 07777;
+    values.uid = st.st_uid;
+    values.gid = st.st_gid;
+    values.mtimeNs = toNs(st.st_mtim);
+    return values;
+  };
+  const auto kind = ino::kindOf(ino);
+  if (kind == ino::Kind::Mailbox) {
+    std::vector<Backend::Field> fields{Backend::Field::Times};
+    if (change.mode) fields.push_back(Backend::Field::Mode);
+    if (change.uid || change.gid) fields.push_back(Backend::Field::Owner);
+    RemoteMailbox values;
+    values.ctimeNs = toNs(st.st_ctim);
+    return backend_->updateMailbox(asSet(values), fields);
+  }
+  if (kind == ino::Kind::Semaphore && (change.mode || change.uid || change.gid)) {
+    RemoteSemaphore values;
+    return backend_->updateSemaphore(asSet(values));
+  }
+  return {};
+}
 
 // rm of a listed message of a shared mailbox: removed from the shared queue if still there.
 Status Engine::unlinkRemoteMessage(uint64_t parent, std::string_view name) {

@@ -336,7 +336,6 @@ class Engine {
   void requestSemWake(detail::Semaphore& sem);      // REQUIRES: mutex_ held
   void remoteLoop();
   void runRemoteJob(const RemoteJob& job, Lock& lock, After& after);
-  void remoteWake(const MailboxPtr& box, Lock& lock, After& after);
   void serveRemote(const MailboxPtr& box, Lock& lock, After& after, bool tick);
   void serveRemoteHere(const MailboxPtr& box, After& after);  // REQUIRES: mutex_ held
   void pushSenders(const MailboxPtr& box, Lock& lock, After& after);
@@ -346,6 +345,7 @@ class Engine {
   void remoteTick(Lock& lock, After& after);
   void remoteSemWake(uint64_t id, Lock& lock, After& after);
   void failRemoteWaiters(int err, After& after);    // REQUIRES: mutex_ held
+  bool acceptClaimed(const MailboxPtr& box, std::vector<RemoteMessage>&& claimed, Lock& lock, After& after);
   void injectClaimed(detail::Mailbox& box, RemoteMessage&& rm, After& after);  // REQUIRES: mutex_ held
   MailboxPtr mirrorMailbox(const RemoteMailbox& rm);  // REQUIRES: mutex_ held
   void applyRemoteSettings(detail::Mailbox& box, const RemoteMailbox& rm) const;  // REQUIRES: mutex_ held
@@ -372,6 +372,7 @@ class Engine {
                                                                const Caller& who);
   Status unlinkRemoteSemaphore(std::string_view name);
   Status renameRemoteSemaphore(std::string_view name, std::string_view newName);
+  Status shareSetattr(uint64_t ino, const struct stat& st, const AttrChange& change);
   std::optional<Result<size_t>> postRemoteSemaphore(uint64_t fh, std::string_view data);
   Status unlinkRemoteMessage(uint64_t parent, std::string_view name);
   // mv of a queued message from one shared mailbox to another (EXDEV: not that case).
