@@ -18,6 +18,7 @@
 #include "logging.hpp"
 #include "options.hpp"
 #include "process_reaper.hpp"
+#include "shutdown_signals.hpp"
 
 #ifndef IPCFS_VERSION
 #define IPCFS_VERSION "0.0.0"
@@ -100,20 +101,17 @@ int main(int argc, char** argv) {
   fuse_session* se = fuse_session_new(&owner.args, &ops, sizeof ops, filesystem.get());
   if (!se) return 2;  // libfuse has printed the offending option
   filesystem->session = se;
-  if (fuse_set_signal_handlers(se) != 0) {
-    fuse_session_destroy(se);
-    return fail("cannot install signal handlers");
-  }
   if (fuse_session_mount(se, mountpoint.get()) != 0) {
-    fuse_remove_signal_handlers(se);
     fuse_session_destroy(se);
     return 1;  // libfuse has printed why
   }
+  // From here SIGTERM, SIGINT and SIGHUP wait, blocked in every thread, for ShutdownSignals
+  // (made below, after fuse_daemonize: a fork keeps only the forking thread).
+  blockTerminationSignals();
   const std::string dirtyLimit = relaxDirtyLimit(mountpoint.get());
   const bool foreground = cmd.foreground || cmd.debug;
   if (fuse_daemonize(foreground) != 0) {
     fuse_session_unmount(se);
-    fuse_remove_signal_handlers(se);
     fuse_session_destroy(se);
     return 1;
   }
@@ -134,6 +132,8 @@ int main(int argc, char** argv) {
   std::optional<ProcessReaper> reaper;
   reaper.emplace(filesystem->engine);
 
+  std::optional<ShutdownSignals> signals;
+  signals.emplace(se);
   int ret = 0;
   if (cmd.singlethread) {
     ret = fuse_session_loop(se);
@@ -146,8 +146,11 @@ int main(int argc, char** argv) {
     ret = fuse_session_loop_mt(se, cfg);
     fuse_loop_cfg_destroy(cfg);
   }
+  const int endedBy = signals->received();
+  signals.reset();
+  if (endedBy != 0) spdlog::info("ending on {}", strsignal(endedBy));
   // A signal or an unmount is a clean end; anything else is an error.
-  const bool clean = ret == 0 || ret == SIGTERM || ret == SIGINT || ret == SIGHUP || ret == -ENODEV;
+  const bool clean = ret == 0 || ret == -ENODEV;
   if (!clean) spdlog::error("session ended with error {}", ret);
 
   reaper.reset();
@@ -155,7 +158,6 @@ int main(int argc, char** argv) {
   filesystem->engine.closeStateDir();  // a final snapshot: the next start reads no journal
   filesystem->engine.stopBackend();    // what this daemon holds goes back at once
   fuse_session_unmount(se);
-  fuse_remove_signal_handlers(se);
   fuse_session_destroy(se);
   spdlog::info("unmounted");
   spdlog::shutdown();

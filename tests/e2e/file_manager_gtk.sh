@@ -96,8 +96,11 @@ before=$(queue_state)
 
 # ------------------------------------------------------------------- Xvfb ----
 # -displayfd: the server takes the first free display itself and writes its number once it
-# accepts connections; no lock-file guessing as with xvfb-run -a.
-Xvfb -displayfd 3 -screen 0 "${SCREEN_W}x${SCREEN_H}x24" -nolisten tcp \
+# accepts connections; no lock-file guessing as with xvfb-run -a. -noreset: by default an X
+# server resets itself when its last client leaves, and refuses connections meanwhile; the
+# probe (xdpyinfo) is such a last client, and PCManFM, started right after it, once found
+# the display closed ("Cannot open display").
+Xvfb -displayfd 3 -noreset -screen 0 "${SCREEN_W}x${SCREEN_H}x24" -nolisten tcp \
     3>"$WORK/xvfb.display" >"$WORK/xvfb.log" 2>&1 &
 XVFB_PID=$!
 BG_PIDS+=("$XVFB_PID")

@@ -3,6 +3,7 @@ temporary directory, driven through the kernel with real syscalls, and always un
 
 The binary comes from $IPCFS_BIN (set by CTest) or the default build directory."""
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -73,6 +74,7 @@ class Mount:
             try:
                 self.proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
+                self._record_stuck_threads(timeout)
                 subprocess.run(["fusermount3", "-u", "-z", str(self.path)], check=False,
                                stderr=subprocess.DEVNULL)
                 self.proc.kill()
@@ -85,6 +87,33 @@ class Mount:
         return self.returncode
 
 
+    def _record_stuck_threads(self, timeout):
+        """A daemon that outlived SIGTERM: where each of its threads is, appended to its log,
+        so that the failure says which wait never ended."""
+        pid = self.proc.pid
+        lines = [f"--- ipcfs (pid {pid}) still running {timeout} s after SIGTERM; its threads:"]
+        try:
+            for tid in sorted(os.listdir(f"/proc/{pid}/task"), key=int):
+                task = f"/proc/{pid}/task/{tid}"
+                fields = {}
+                for name in ("comm", "wchan", "stack"):
+                    try:
+                        fields[name] = Path(task, name).read_text(errors="replace").strip()
+                    except OSError:
+                        fields[name] = "?"
+                lines.append(f"thread {tid} {fields['comm']} waits in {fields['wchan']}")
+                lines += ["    " + frame for frame in fields["stack"].splitlines()]
+        except OSError as e:
+            lines.append(f"(cannot list its threads: {e})")
+        gdb = shutil.which("gdb")
+        if gdb:
+            bt = subprocess.run([gdb, "-p", str(pid), "-batch", "-nx", "-ex", "thread apply all bt 16"],
+                                capture_output=True, text=True, timeout=60, check=False)
+            lines.append(bt.stdout[-20000:])
+        self._log.write(("\n".join(lines) + "\n").encode())
+        self._log.flush()
+
+
 SANITIZER_MARKS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:",
                    "WARNING: ThreadSanitizer")
 
@@ -94,7 +123,7 @@ def check_clean_exit(m):
     log = m.log()
     bad = [mark for mark in SANITIZER_MARKS if mark in log]
     if m.returncode != 0 or bad:
-        pytest.fail(f"ipcfs exited with {m.returncode} {bad}:\n{log[-4000:]}")
+        pytest.fail(f"ipcfs exited with {m.returncode} {bad}:\n{log[-16000:]}")
 
 
 @pytest.fixture
