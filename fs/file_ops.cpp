@@ -59,12 +59,17 @@ void opCreate(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, 
 void opRead(fuse_req_t req, fuse_ino_t, size_t size, off_t off, fuse_file_info* fi) noexcept {
   guarded(req, "read", [&] {
     auto parked = std::make_shared<ParkedRequest>(req);
-    auto reply = [](fuse_req_t r, const Result<Bytes>& bytes) {
+    Filesystem* fs = &fsOf(req);
+    const uint64_t fh = fi->fh;
+    auto reply = [fs, fh](fuse_req_t r, const Result<Bytes>& bytes) {
       if (!bytes) return replyError(r, bytes.error());
-      fuse_reply_buf(r, bytes->view.data(), bytes->view.size());
+      const bool handedOver = fuse_reply_buf(r, bytes->view.data(), bytes->view.size()) == 0;
+      // Bytes the kernel has taken for the reader: if they ended a shared message, its
+      // acknowledgement starts now, while the reader asks for its end.
+      if (handedOver && !bytes->view.empty() && fs->sharedBackend) fs->engine.confirmAfterReply(fh);
     };
-    auto waiter = fsOf(req).engine.read(fi->fh, size, off, (fi->flags & O_NONBLOCK) != 0, callerOf(req, true).pid,
-                                        ParkedRequest::completion<Result<Bytes>>(parked, reply));
+    auto waiter = fs->engine.read(fh, size, off, (fi->flags & O_NONBLOCK) != 0, callerOf(req, true).pid,
+                                  ParkedRequest::completion<Result<Bytes>>(parked, reply));
     parked->arm(waiter);
   });
 }

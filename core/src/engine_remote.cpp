@@ -530,14 +530,25 @@ void Engine::awaitRemoteConfirmation(const MessagePtr& msg, Handle& h, pid_t rea
   h.unconfirmed.push_back(msg);
 }
 
-Status Engine::confirmRemoteNow(uint64_t fh) {
+void Engine::confirmAfterReply(uint64_t fh) {
+  if (backend_) (void)confirmRemoteNow(fh, true);
+}
+
+Status Engine::confirmRemoteNow(uint64_t fh, bool early) {
   std::vector<MessagePtr> confirmed;
   MailboxPtr box;
   size_t prefetch = 0;
   {
-    std::lock_guard lock(mutex_);
-    Handle* h = handle(fh);
-    if (!h || !h->box || !h->box->remote || h->unconfirmed.empty()) return {};
+    Lock lock(mutex_);
+    Handle* h = nullptr;
+    remoteConfirmed_.wait(lock, [&] {
+      h = handle(fh);
+      return !h || !h->confirming;
+    });
+    if (!h || !h->box || !h->box->remote) return {};
+    if (h->confirmError != 0) return fail(std::exchange(h->confirmError, 0));
+    if (h->unconfirmed.empty()) return {};
+    h->confirming = true;
     confirmed = std::move(h->unconfirmed);
     h->unconfirmed.clear();
     box = h->box;
@@ -556,15 +567,17 @@ Status Engine::confirmRemoteNow(uint64_t fh) {
   std::vector<std::pair<uint64_t, uint32_t>> taken;
   for (const auto& msg : confirmed) taken.emplace_back(msg->remoteSeq(), static_cast<uint32_t>(msg->extra->remoteReader));
   auto r = backend_->ack(box->id, taken, prefetch);  // all in one round trip
-  if (!r) {
-    if (prefetch) {
-      std::lock_guard lock(mutex_);
-      box->mayHaveQueued = true;  // not known to be empty
-    }
-    return fail(r.error());
-  }
   After after;
   Lock lock(mutex_);
+  if (Handle* h = handle(fh)) {
+    h->confirming = false;
+    if (!r && early) h->confirmError = errnoOf(r.error());
+  }
+  remoteConfirmed_.notify_all();
+  if (!r) {
+    if (prefetch) box->mayHaveQueued = true;  // not known to be empty
+    return fail(r.error());
+  }
   remoteAcksLost_ += r->lost;
   if (prefetch && r->claimed.size() == prefetch) box->mayHaveQueued = true;  // perhaps more
   (void)acceptClaimed(box, std::move(r->claimed), lock, after);

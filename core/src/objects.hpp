@@ -408,6 +408,11 @@ struct Handle {
   // Engine::giveBackLeftovers and Engine::confirmRemoteNow.
   uint64_t readTick = 0;
   bool streaming = false;
+  // Shared mailboxes: an acknowledgement of what this reader read is on its way (started by
+  // the read that handed over a message's last byte, once its reply was out); its next read
+  // waits for it (Engine::remoteConfirmed_), and reports its failure (confirmError, an errno).
+  bool confirming = false;
+  int confirmError = 0;
   pid_t from = 0;  // procs/P/from/Q: takes only messages sent by Q or its descendants
   // Sender (receipts): the last message sent and what became of it.
   uint64_t lastSentUid = 0;
