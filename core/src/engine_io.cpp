@@ -253,6 +253,18 @@ Result<std::pair<struct stat, Opened>> Engine::createUncommitted(uint64_t parent
 std::optional<WaiterId> Engine::read(uint64_t fh, size_t size, off_t offset, bool nonblock, pid_t reader,
                                      ReadCompletion done) {
   if (backend_) {
+    {
+      std::lock_guard lock(mutex_);
+      Handle* h = handle(fh);
+      // A plain reader asks for a message's end while the acknowledgement is on its way: the
+      // thread acknowledging answers it once done, with no thread waiting meanwhile.
+      if (h && h->confirming && h->atEnd && h->batch == detail::Batch::None && !h->afterConfirm) {
+        h->afterConfirm = [this, fh, size, offset, nonblock, reader, done = std::move(done)]() mutable {
+          (void)read(fh, size, offset, nonblock, reader, std::move(done));  // the end: never parks
+        };
+        return std::nullopt;
+      }
+    }
     if (auto confirmed = confirmRemoteNow(fh); !confirmed) {
       done(fail(confirmed.error()));
       return std::nullopt;

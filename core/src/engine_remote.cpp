@@ -568,21 +568,25 @@ Status Engine::confirmRemoteNow(uint64_t fh, bool early) {
   for (const auto& msg : confirmed) taken.emplace_back(msg->remoteSeq(), static_cast<uint32_t>(msg->extra->remoteReader));
   auto r = backend_->ack(box->id, taken, prefetch);  // all in one round trip
   After after;
+  std::function<void()> endRead;  // a read that came meanwhile (see Engine::read)
   Lock lock(mutex_);
   if (Handle* h = handle(fh)) {
     h->confirming = false;
     if (!r && early) h->confirmError = errnoOf(r.error());
+    endRead = std::exchange(h->afterConfirm, nullptr);
   }
-  remoteConfirmed_.notify_all();
-  if (!r) {
-    if (prefetch) box->mayHaveQueued = true;  // not known to be empty
-    return fail(r.error());
+  if (r) {
+    remoteAcksLost_ += r->lost;
+    if (prefetch && r->claimed.size() == prefetch) box->mayHaveQueued = true;  // perhaps more
+    (void)acceptClaimed(box, std::move(r->claimed), lock, after);
+  } else if (prefetch) {
+    box->mayHaveQueued = true;  // not known to be empty
   }
-  remoteAcksLost_ += r->lost;
-  if (prefetch && r->claimed.size() == prefetch) box->mayHaveQueued = true;  // perhaps more
-  (void)acceptClaimed(box, std::move(r->claimed), lock, after);
   lock.unlock();
+  remoteConfirmed_.notify_all();  // unlocked: the reader's thread wakes to a free mutex
   run(after);
+  if (endRead) endRead();
+  if (!r) return fail(r.error());
   return {};
 }
 

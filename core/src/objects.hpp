@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <list>
 #include <map>
 #include <memory>
@@ -408,11 +409,14 @@ struct Handle {
   // Engine::giveBackLeftovers and Engine::confirmRemoteNow.
   uint64_t readTick = 0;
   bool streaming = false;
-  // Shared mailboxes: an acknowledgement of what this reader read is on its way (started by
-  // the read that handed over a message's last byte, once its reply was out); its next read
-  // waits for it (Engine::remoteConfirmed_), and reports its failure (confirmError, an errno).
+  // Shared mailboxes: an acknowledgement of what this reader read is on its way (started
+  // once the reply with a message's last byte was out: Engine::confirmAfterReply). The read
+  // of the end that comes meanwhile is kept in afterConfirm and run by the thread that
+  // acknowledges, once done; any other read waits for it (Engine::remoteConfirmed_). A
+  // failure is kept for the next read to report (confirmError, an errno).
   bool confirming = false;
   int confirmError = 0;
+  std::function<void()> afterConfirm;
   pid_t from = 0;  // procs/P/from/Q: takes only messages sent by Q or its descendants
   // Sender (receipts): the last message sent and what became of it.
   uint64_t lastSentUid = 0;

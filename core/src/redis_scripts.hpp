@@ -34,8 +34,9 @@ end
 // those that entered; status: 0 all entered, 1 no room for the next, 2 no such mailbox,
 // 3 the next one's name is taken.
 inline constexpr const char* kPush = R"(
-if redis.call('EXISTS', KEYS[1]) == 0 then return {2} end
-local cap = tonumber(redis.call('HGET', KEYS[1], 'capacity') or '-1')
+local capacity = redis.call('HGET', KEYS[1], 'capacity')  -- always set while the mailbox exists
+if not capacity then return {2} end
+local cap = tonumber(capacity)
 local qlen = redis.call('LLEN', KEYS[2])
 local wasEmpty = qlen == 0
 local waiting = -1
