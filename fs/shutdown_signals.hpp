@@ -12,8 +12,9 @@
 // sigwait, ends the session, and interrupts the loop's thread with SIGUSR1 (a handler that
 // does nothing, without SA_RESTART) every few milliseconds until the loop has returned.
 //
-// Thread safety: blockTerminationSignals and the constructor run on the thread that will
-// run the loop, before any other thread exists; the destructor runs on it after the loop.
+// Thread safety: blockTerminationSignals runs before any thread is started (so that every
+// thread inherits the mask); the constructor runs later, on the thread that will run the
+// loop, and the destructor on that thread once the loop has returned.
 #pragma once
 
 #include "fuse.hpp"

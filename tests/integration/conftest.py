@@ -86,7 +86,6 @@ class Mount:
         self.returncode = self.proc.returncode
         return self.returncode
 
-
     def _record_stuck_threads(self, timeout):
         """A daemon that outlived SIGTERM: where each of its threads is, appended to its log,
         so that the failure says which wait never ended."""
